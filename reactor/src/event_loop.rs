@@ -1,0 +1,481 @@
+//! The loop itself: one thread, one epoll instance, four phases per turn.
+//!
+//! # One turn of the loop ([`Reactor::run_once`])
+//! 1. **Wait.** Compute how long we may sleep: until the timer wheel's next deadline, rounded
+//!    *up* to a whole millisecond (rounding down would turn "due in 0.4 ms" into a 0 ms timeout
+//!    and spin until it is due), or forever when no timer is pending. Then `epoll_wait`. An
+//!    idle server therefore sleeps in the kernel and wakes only for I/O, a due timer, a post
+//!    from another thread or a signal: there is no polling interval anywhere.
+//! 2. **Dispatch I/O.** For each ready source, check its token is still current (see
+//!    *Tokens*), and call [`Handler::on_io`] with what is ready.
+//! 3. **Run expired timers.** Advance the wheel to the current millisecond and call
+//!    [`Handler::on_timer`] for each timer due, one at a time, so a callback can cancel a
+//!    timer due in the same tick.
+//! 4. **Drain the cross-thread queue.** If the eventfd fired, take every message posted
+//!    through a [`Remote`] and call [`Handler::on_message`] for each, in posting order.
+//!
+//! # Level-triggered, deliberately
+//! Sources are registered level-triggered: `epoll_wait` reports a socket for as long as it is
+//! readable (or writable), not only when it *becomes* so. The price is that a socket whose
+//! output is flushed must have EPOLLOUT removed from its interest (one `epoll_ctl`), which
+//! we only pay when a write was partial. The gain is robustness: a handler may read only part
+//! of what is there (to be fair to other clients, or because the connection is paused by
+//! backpressure) and will be told again next turn; with edge-triggered epoll, forgetting to
+//! read until EAGAIN leaves a connection stuck forever, a classic bug.
+//!
+//! # Peer close and errors
+//! Every source is registered with EPOLLRDHUP, so a peer's FIN is reported as
+//! [`Ready::is_closed`] even when no read is pending. EPOLLHUP and EPOLLERR are reported by
+//! the kernel whatever the interest set, even an empty one: a socket in that state stays
+//! "ready" forever, and only removing it from epoll stops the reports. Hence the rule:
+//! a handler that sees `is_closed()`/`is_error()` must deregister and close the source.
+//! (This is exactly how a Python loop could spin at 100% CPU on a client that hung up.)
+//!
+//! # Deregister before close
+//! epoll tracks the *open file description*, not the fd number. If an fd is closed while
+//! still registered, and the description lives on (a `dup`, a fork), epoll keeps reporting it
+//! under the old token; and if the number is reused by a new socket, `epoll_ctl(ADD)` of the
+//! newcomer can fail with EEXIST or events get attributed to the wrong owner. So the order is
+//! always: [`Reactor::deregister`], then close (drop the [`Fd`](crate::sys::Fd)).
+//!
+//! # Tokens
+//! A registration gets a [`Token`]: a slot in a slab plus a generation number. The slot makes
+//! lookup O(1); the generation protects against this race: source A and B are both ready in
+//! the same `epoll_wait` batch, A's handler closes B and registers a new source C, which
+//! reuses B's slot. B's event, still in the batch, now names C's slot; the generation differs,
+//! so it is recognised as stale and dropped instead of being delivered to C.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use crate::remote::{Remote, Shared};
+use crate::signals::SignalPipe;
+use crate::sys;
+use crate::wheel::{TimerId, TimerWheel};
+
+/// What a source wants to be told about. Peer hang-up (EPOLLRDHUP) is always included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interest(u32);
+
+impl Interest {
+    /// Nothing but errors and hang-ups (used to pause a connection).
+    pub const NONE: Interest = Interest(0);
+    pub const READABLE: Interest = Interest(libc::EPOLLIN as u32);
+    pub const WRITABLE: Interest = Interest(libc::EPOLLOUT as u32);
+    pub const BOTH: Interest = Interest((libc::EPOLLIN | libc::EPOLLOUT) as u32);
+
+    pub fn with(self, other: Interest) -> Interest {
+        Interest(self.0 | other.0)
+    }
+    pub fn without(self, other: Interest) -> Interest {
+        Interest(self.0 & !other.0)
+    }
+    pub fn is_readable(self) -> bool {
+        self.0 & libc::EPOLLIN as u32 != 0
+    }
+    pub fn is_writable(self) -> bool {
+        self.0 & libc::EPOLLOUT as u32 != 0
+    }
+    fn epoll_bits(self) -> u32 {
+        self.0 | libc::EPOLLRDHUP as u32
+    }
+}
+
+/// What epoll reported for a source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ready(u32);
+
+impl Ready {
+    pub fn is_readable(self) -> bool {
+        self.0 & (libc::EPOLLIN | libc::EPOLLPRI) as u32 != 0
+    }
+    pub fn is_writable(self) -> bool {
+        self.0 & libc::EPOLLOUT as u32 != 0
+    }
+    /// The peer closed its side (FIN: EPOLLRDHUP) or the connection is gone (EPOLLHUP).
+    /// Data may still be readable before the end.
+    pub fn is_closed(self) -> bool {
+        self.0 & (libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0
+    }
+    /// The socket has a pending error (EPOLLERR), e.g. the peer sent RST.
+    pub fn is_error(self) -> bool {
+        self.0 & libc::EPOLLERR as u32 != 0
+    }
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+}
+
+/// A registration handle: slab slot + generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Token {
+    key: u32,
+    gen: u32,
+}
+
+impl Token {
+    fn to_u64(self) -> u64 {
+        (self.gen as u64) << 32 | self.key as u64
+    }
+    fn from_u64(v: u64) -> Token {
+        Token { key: v as u32, gen: (v >> 32) as u32 }
+    }
+    /// The slab slot (dense, reused after deregistration).
+    pub fn key(self) -> usize {
+        self.key as usize
+    }
+}
+
+/// One readiness report delivered to [`Handler::on_io`].
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    pub token: Token,
+    /// The value the owner gave at registration (typically the index of its own state).
+    pub tag: usize,
+    pub ready: Ready,
+}
+
+/// Counters the application can read (and export).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoopStats {
+    /// Turns of the loop, i.e. returns from `epoll_wait`.
+    pub iterations: u64,
+    /// I/O events delivered to the handler.
+    pub events: u64,
+    pub timers_fired: u64,
+    /// Turns in which the cross-thread eventfd was drained.
+    pub remote_wakeups: u64,
+    /// Messages delivered from other threads.
+    pub remote_messages: u64,
+    /// Messages posted by other threads (counted by the senders).
+    pub remote_posts: u64,
+    /// eventfd writes made by senders (posts minus coalesced ones).
+    pub remote_eventfd_writes: u64,
+    pub signals: u64,
+    /// Time spent outside `epoll_wait`: dispatching I/O, timers and messages.
+    pub busy_time: Duration,
+    /// Sources currently registered (including the loop's own eventfd and signal pipe).
+    pub sources: usize,
+    /// Timers currently pending.
+    pub timers_pending: usize,
+}
+
+/// The owner of the application state. The loop calls these methods; each gets the reactor
+/// back so it can register sources, set timers or stop the loop.
+pub trait Handler<M> {
+    /// A registered source is ready.
+    fn on_io(&mut self, reactor: &mut Reactor<M>, event: Event);
+    /// A timer set with [`Reactor::set_timer`] fired; `tag` is what was given then.
+    fn on_timer(&mut self, _reactor: &mut Reactor<M>, _id: TimerId, _tag: u64) {}
+    /// A message posted through a [`Remote`] arrived.
+    fn on_message(&mut self, _reactor: &mut Reactor<M>, _msg: M) {}
+    /// A signal watched with [`Reactor::watch_signals`] arrived.
+    fn on_signal(&mut self, _reactor: &mut Reactor<M>, _signo: i32) {}
+}
+
+enum SourceKind {
+    User(usize),
+    Waker,
+    Signals,
+}
+
+struct Source {
+    fd: RawFd,
+    gen: u32,
+    interest: Interest,
+    kind: SourceKind,
+}
+
+/// The event loop. `M` is the type of message other threads can post to it.
+pub struct Reactor<M> {
+    epoll: sys::Fd,
+    events: Vec<sys::EpollEvent>,
+    sources: Slab<Source>,
+    next_gen: u32,
+    timers: TimerWheel<u64>,
+    start: Instant,
+    remote: Arc<Shared<M>>,
+    inbox: VecDeque<M>,
+    signals: Option<SignalPipe>,
+    stats: LoopStats,
+    stopping: bool,
+}
+
+/// How many events one `epoll_wait` may return.
+const EVENT_BATCH: usize = 1024;
+
+impl<M> Reactor<M> {
+    /// Creates the epoll instance and registers the cross-thread eventfd. Also sets SIGPIPE to
+    /// "ignore", so writing to a socket the peer closed returns EPIPE instead of killing us.
+    pub fn new() -> io::Result<Self> {
+        sys::ignore_signal(libc::SIGPIPE)?;
+        let mut r = Reactor {
+            epoll: sys::epoll_create()?,
+            events: sys::event_buffer(EVENT_BATCH),
+            sources: Slab::new(),
+            next_gen: 0,
+            timers: TimerWheel::new(),
+            start: Instant::now(),
+            remote: Shared::new()?,
+            inbox: VecDeque::new(),
+            signals: None,
+            stats: LoopStats::default(),
+            stopping: false,
+        };
+        let fd = r.remote.eventfd.raw();
+        r.add_source(fd, Interest::READABLE, SourceKind::Waker)?;
+        Ok(r)
+    }
+
+    /// A handle for other threads to post messages to this loop.
+    pub fn remote(&self) -> Remote<M> {
+        Remote::from_shared(self.remote.clone())
+    }
+
+    // ----- sources -------------------------------------------------------------------------
+
+    /// Registers `fd` (level-triggered, with peer hang-up detection). `tag` comes back in
+    /// every [`Event`] for this source. The caller keeps owning the fd and must
+    /// [`deregister`](Self::deregister) it before closing it.
+    pub fn register(&mut self, fd: RawFd, interest: Interest, tag: usize) -> io::Result<Token> {
+        self.add_source(fd, interest, SourceKind::User(tag))
+    }
+
+    fn add_source(&mut self, fd: RawFd, interest: Interest, kind: SourceKind) -> io::Result<Token> {
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let gen = self.next_gen;
+        let entry = self.sources.vacant_entry();
+        let token = Token { key: entry.key() as u32, gen };
+        sys::epoll_ctl(&self.epoll, libc::EPOLL_CTL_ADD, fd, interest.epoll_bits(), token.to_u64())?;
+        entry.insert(Source { fd, gen, interest, kind });
+        Ok(token)
+    }
+
+    fn source(&self, token: Token) -> io::Result<&Source> {
+        match self.sources.get(token.key()) {
+            Some(s) if s.gen == token.gen => Ok(s),
+            _ => Err(io::Error::new(io::ErrorKind::NotFound, "stale or unknown token")),
+        }
+    }
+
+    /// Changes what a source is interested in. A no-op (no syscall) if nothing changes.
+    pub fn reregister(&mut self, token: Token, interest: Interest) -> io::Result<()> {
+        let s = self.source(token)?;
+        if s.interest == interest {
+            return Ok(());
+        }
+        sys::epoll_ctl(&self.epoll, libc::EPOLL_CTL_MOD, s.fd, interest.epoll_bits(), token.to_u64())?;
+        self.sources[token.key()].interest = interest;
+        Ok(())
+    }
+
+    /// Current interest of a source.
+    pub fn interest(&self, token: Token) -> Option<Interest> {
+        self.source(token).ok().map(|s| s.interest)
+    }
+
+    /// Removes a source from epoll. Do this *before* closing its fd (see module docs). Any
+    /// event for it still queued in this turn's batch will be dropped.
+    pub fn deregister(&mut self, token: Token) -> io::Result<()> {
+        let fd = self.source(token)?.fd;
+        self.sources.remove(token.key());
+        sys::epoll_ctl(&self.epoll, libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    // ----- timers ----------------------------------------------------------------------------
+
+    /// Milliseconds since the loop was created, rounded down: "now" as the wheel sees it.
+    fn tick_now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// The first whole tick at or after `after` from now (rounded up: never early).
+    fn deadline_tick(&self, after: Duration) -> u64 {
+        let nanos = (self.start.elapsed() + after).as_nanos();
+        nanos.div_ceil(1_000_000).min(u64::MAX as u128) as u64
+    }
+
+    /// Calls [`Handler::on_timer`] with `tag` once, no earlier than `after` from now.
+    pub fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
+        let deadline = self.deadline_tick(after);
+        self.timers.insert(deadline, tag)
+    }
+
+    /// Calls [`Handler::on_timer`] with `tag` every `every` (at 1 ms granularity), first after `every`.
+    pub fn set_repeating_timer(&mut self, every: Duration, tag: u64) -> TimerId {
+        let deadline = self.deadline_tick(every);
+        let period = (every.as_millis() as u64).max(1);
+        self.timers.insert_repeating(deadline, period, tag)
+    }
+
+    /// Cancels a timer; returns false if it already fired or was cancelled (harmless).
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        self.timers.cancel(id).is_some()
+    }
+
+    /// How long `epoll_wait` may sleep: until the next timer work, rounded up to whole ms;
+    /// `None` = no timer pending (sleep until something happens).
+    fn timer_timeout(&self) -> Option<Duration> {
+        let deadline = self.timers.next_deadline()?;
+        let due = Duration::from_millis(deadline);
+        Some(due.saturating_sub(self.start.elapsed()))
+    }
+
+    // ----- signals ---------------------------------------------------------------------------
+
+    /// Delivers the given signals (e.g. SIGINT, SIGTERM) to [`Handler::on_signal`] through a
+    /// self-pipe. Only one reactor per process may watch signals.
+    pub fn watch_signals(&mut self, signals: &[i32]) -> io::Result<()> {
+        if self.signals.is_some() {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "this reactor already watches signals"));
+        }
+        let pipe = SignalPipe::install(signals)?;
+        self.add_source(pipe.read_fd(), Interest::READABLE, SourceKind::Signals)?;
+        self.signals = Some(pipe);
+        Ok(())
+    }
+
+    // ----- running ---------------------------------------------------------------------------
+
+    /// Asks [`run`](Self::run) to return after the current turn.
+    pub fn stop(&mut self) {
+        self.stopping = true;
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// Runs turns until [`stop`](Self::stop) is called.
+    pub fn run<H: Handler<M>>(&mut self, handler: &mut H) -> io::Result<()> {
+        self.stopping = false;
+        while !self.stopping {
+            self.run_once(handler, None)?;
+        }
+        Ok(())
+    }
+
+    /// One turn: wait (at most `max_wait`, and no longer than the next timer), dispatch I/O,
+    /// run due timers, drain cross-thread messages. Returns the number of I/O events delivered.
+    pub fn run_once<H: Handler<M>>(
+        &mut self,
+        handler: &mut H,
+        max_wait: Option<Duration>,
+    ) -> io::Result<usize> {
+        // Phase 1: wait.
+        let wait = match (self.timer_timeout(), max_wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout_ms = match wait {
+            // Round up: a 0.3 ms wait becomes 1 ms, never 0 (which would spin until due).
+            Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
+            None => -1,
+        };
+        let n = sys::epoll_wait(&self.epoll, &mut self.events, timeout_ms)?;
+        let woke = Instant::now();
+        self.stats.iterations += 1;
+
+        // Phase 2: dispatch I/O.
+        let mut delivered = 0;
+        let mut remote_ready = false;
+        for i in 0..n {
+            let raw = self.events[i];
+            let token = Token::from_u64(raw.u64);
+            let ready = Ready(raw.events);
+            let kind = match self.sources.get(token.key()) {
+                Some(s) if s.gen == token.gen => match s.kind {
+                    SourceKind::User(tag) => Some(tag),
+                    SourceKind::Waker => {
+                        remote_ready = true;
+                        None
+                    }
+                    SourceKind::Signals => {
+                        self.dispatch_signals(handler);
+                        None
+                    }
+                },
+                // Stale: the source was deregistered earlier in this batch.
+                _ => None,
+            };
+            if let Some(tag) = kind {
+                delivered += 1;
+                handler.on_io(self, Event { token, tag, ready });
+            }
+        }
+        self.stats.events += delivered as u64;
+
+        // Phase 3: run expired timers, one at a time.
+        let now = self.tick_now();
+        while let Some((id, tag)) = self.timers.poll(now) {
+            self.stats.timers_fired += 1;
+            handler.on_timer(self, id, tag);
+        }
+
+        // Phase 4: drain the cross-thread queue.
+        if remote_ready {
+            self.stats.remote_wakeups += 1;
+            let mut inbox = std::mem::take(&mut self.inbox);
+            self.remote.take_all(&mut inbox);
+            while let Some(msg) = inbox.pop_front() {
+                self.stats.remote_messages += 1;
+                handler.on_message(self, msg);
+            }
+            self.inbox = inbox;
+        }
+
+        self.stats.busy_time += woke.elapsed();
+        Ok(delivered)
+    }
+
+    fn dispatch_signals<H: Handler<M>>(&mut self, handler: &mut H) {
+        let mut buf = [0u8; 32];
+        let got = match &self.signals {
+            Some(p) => p.read(&mut buf),
+            None => 0,
+        };
+        for &signo in &buf[..got] {
+            self.stats.signals += 1;
+            handler.on_signal(self, signo as i32);
+        }
+    }
+
+    /// A snapshot of the loop's counters.
+    pub fn stats(&self) -> LoopStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        LoopStats {
+            remote_posts: self.remote.posts.load(Relaxed),
+            remote_eventfd_writes: self.remote.eventfd_writes.load(Relaxed),
+            sources: self.sources.len(),
+            timers_pending: self.timers.len(),
+            ..self.stats
+        }
+    }
+
+    /// Number of registered sources, including the loop's own (eventfd, signal pipe).
+    pub fn source_count(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Number of pending timers.
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Time since the loop was created (the clock timers are measured on).
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+impl<M> Drop for Reactor<M> {
+    fn drop(&mut self) {
+        // Refuse further posts; queued messages are dropped with the shared queue.
+        self.remote.close();
+    }
+}
