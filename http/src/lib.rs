@@ -1,1 +1,104 @@
-pub fn x() {}
+//! # tidings-http: an HTTP/1.1 server on the tidings reactor
+//!
+//! Strict enough to face the internet, fast enough to be a baseline. The whole life of a
+//! request is in [`server`] (read it top to bottom: accept, read, parse, dispatch, write,
+//! close); the pieces it uses each have a module:
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`request`] | head parsing (httparse) and our framing / anti-smuggling rules |
+//! | [`body`] | incremental chunked decoding |
+//! | [`response`] | [`Response`] and its serialisation (Date, Content-Length, Connection) |
+//! | [`buffers`] | pooled buffers, so idle connections hold none; batched output |
+//! | [`date`] | the Date header, formatted once per second |
+//!
+//! What the old Python server got wrong and how this one avoids it:
+//! - a client hanging up mid-request spun the loop: peer close (FIN, RST, HUP) is detected in
+//!   every state, the fd leaves epoll *before* it is closed, its timer is cancelled, and a late
+//!   answer to it is a no-op returning [`Closed`];
+//! - keep-alive stalled 200 ms on Nagle + delayed ACK: TCP_NODELAY on every socket, and one
+//!   `write` per batch of answers;
+//! - slow handlers blocked everyone: a [`Responder`] can be kept and answered later, from a
+//!   timer or a worker-pool result arriving through the reactor's `Remote`.
+
+pub mod body;
+pub mod buffers;
+pub mod date;
+pub mod request;
+pub mod response;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use request::{HttpError, Request};
+pub use response::{Body, Response};
+pub use server::{Closed, ConnId, Ctx, Responder, Server, ServerStats, Service};
+
+/// Size limits. Each has a clear answer when exceeded (see [`request`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest request head (request line + headers): 431 beyond.
+    pub max_header_bytes: usize,
+    /// Longest request line: 414 beyond.
+    pub max_request_line: usize,
+    /// Largest request body: 413 beyond (then close, without reading it).
+    pub max_body_bytes: usize,
+    /// Unsent output above which a connection stops being read (backpressure), until the
+    /// client has read enough of it.
+    pub max_output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 16 * 1024,
+            max_request_line: 8 * 1024,
+            max_body_bytes: 1024 * 1024,
+            max_output_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: SocketAddr,
+    /// SO_REUSEPORT, so several reactors (threads or processes) can share the port.
+    pub reuse_port: bool,
+    pub backlog: i32,
+    pub limits: Limits,
+    /// From a request's first byte to the end of its head (slowloris defence).
+    pub header_timeout: Duration,
+    /// Longest time without body bytes while a body is expected (and without write progress
+    /// while output is pending).
+    pub body_timeout: Duration,
+    /// From accept, or the end of the last answer, to the next request's first byte.
+    pub keepalive_timeout: Duration,
+    /// Past this many open connections, new ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Close a connection after this many requests (0 = unlimited).
+    pub max_requests_per_connection: u32,
+    /// Graceful shutdown waits at most this long for in-flight answers.
+    pub shutdown_timeout: Duration,
+    /// Size of pooled read/output buffers.
+    pub read_buffer: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            reuse_port: false,
+            backlog: 1024,
+            limits: Limits::default(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(60),
+            max_connections: 100_000,
+            max_requests_per_connection: 0,
+            shutdown_timeout: Duration::from_secs(5),
+            read_buffer: 16 * 1024,
+        }
+    }
+}

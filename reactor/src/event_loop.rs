@@ -58,16 +58,22 @@ use crate::signals::SignalPipe;
 use crate::sys;
 use crate::wheel::{TimerId, TimerWheel};
 
-/// What a source wants to be told about. Peer hang-up (EPOLLRDHUP) is always included.
+/// What a source wants to be told about.
+///
+/// Reading includes hearing the peer's FIN (EPOLLRDHUP). A source whose reading is paused can
+/// still ask for [`Interest::HANGUP`] alone, to learn that the client left. Once the FIN has
+/// been seen, drop HANGUP too: level-triggered epoll reports it on every turn otherwise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Interest(u32);
 
 impl Interest {
-    /// Nothing but errors and hang-ups (used to pause a connection).
+    /// Nothing but errors and full hang-ups (EPOLLERR/EPOLLHUP are always reported).
     pub const NONE: Interest = Interest(0);
-    pub const READABLE: Interest = Interest(libc::EPOLLIN as u32);
+    /// The peer closed its sending side (FIN), without asking for data.
+    pub const HANGUP: Interest = Interest(libc::EPOLLRDHUP as u32);
+    pub const READABLE: Interest = Interest((libc::EPOLLIN | libc::EPOLLRDHUP) as u32);
     pub const WRITABLE: Interest = Interest(libc::EPOLLOUT as u32);
-    pub const BOTH: Interest = Interest((libc::EPOLLIN | libc::EPOLLOUT) as u32);
+    pub const BOTH: Interest = Interest((libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLOUT) as u32);
 
     pub fn with(self, other: Interest) -> Interest {
         Interest(self.0 | other.0)
@@ -82,7 +88,7 @@ impl Interest {
         self.0 & libc::EPOLLOUT as u32 != 0
     }
     fn epoll_bits(self) -> u32 {
-        self.0 | libc::EPOLLRDHUP as u32
+        self.0
     }
 }
 
@@ -204,6 +210,8 @@ pub struct Reactor<M> {
     signals: Option<SignalPipe>,
     stats: LoopStats,
     stopping: bool,
+    /// The tick at which the loop last woke up: a clock read the handlers can reuse.
+    woke_tick: u64,
 }
 
 /// How many events one `epoll_wait` may return.
@@ -226,6 +234,7 @@ impl<M> Reactor<M> {
             signals: None,
             stats: LoopStats::default(),
             stopping: false,
+            woke_tick: 0,
         };
         let fd = r.remote.eventfd.raw();
         r.add_source(fd, Interest::READABLE, SourceKind::Waker)?;
@@ -239,7 +248,7 @@ impl<M> Reactor<M> {
 
     // ----- sources -------------------------------------------------------------------------
 
-    /// Registers `fd` (level-triggered, with peer hang-up detection). `tag` comes back in
+    /// Registers `fd` (level-triggered). `tag` comes back in
     /// every [`Event`] for this source. The caller keeps owning the fd and must
     /// [`deregister`](Self::deregister) it before closing it.
     pub fn register(&mut self, fd: RawFd, interest: Interest, tag: usize) -> io::Result<Token> {
@@ -313,6 +322,19 @@ impl<M> Reactor<M> {
         self.timers.insert_repeating(deadline, period, tag)
     }
 
+    /// Calls [`Handler::on_timer`] with `tag` once the wheel reaches tick `deadline` (ms since
+    /// the loop started, as given by [`now_ms`](Self::now_ms)).
+    pub fn set_timer_at(&mut self, deadline: u64, tag: u64) -> TimerId {
+        self.timers.insert(deadline, tag)
+    }
+
+    /// Milliseconds since the loop started, as of its last wake-up. Costs no clock read, so
+    /// it suits per-request bookkeeping (timestamps for timeouts, the Date header); it lags
+    /// real time by the time spent in the current turn.
+    pub fn now_ms(&self) -> u64 {
+        self.woke_tick
+    }
+
     /// Cancels a timer; returns false if it already fired or was cancelled (harmless).
     pub fn cancel_timer(&mut self, id: TimerId) -> bool {
         self.timers.cancel(id).is_some()
@@ -379,6 +401,7 @@ impl<M> Reactor<M> {
         };
         let n = sys::epoll_wait(&self.epoll, &mut self.events, timeout_ms)?;
         let woke = Instant::now();
+        self.woke_tick = woke.duration_since(self.start).as_millis() as u64;
         self.stats.iterations += 1;
 
         // Phase 2: dispatch I/O.

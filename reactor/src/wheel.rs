@@ -273,8 +273,12 @@ impl<T: Clone> TimerWheel<T> {
             let level_range = slot_range << SLOT_BITS;
             // Position of "now" on this level, then the first occupied slot at or after it.
             let now_slot = ((self.elapsed >> shift) as usize) & (SLOTS - 1);
-            let offset = l.occupied.rotate_right(now_slot as u32).trailing_zeros() as usize;
-            let slot = (now_slot + offset) % SLOTS;
+            // On the top level, the slot holding `elapsed` can only hold timers of the *next*
+            // rotation (a deadline up to MAX_TICKS ahead, e.g. one clamped to the horizon):
+            // it must be scanned last, or it would hide every earlier slot of this level.
+            let first = if level == LEVELS - 1 { (now_slot + 1) % SLOTS } else { now_slot };
+            let offset = l.occupied.rotate_right(first as u32).trailing_zeros() as usize;
+            let slot = (first + offset) % SLOTS;
             let level_start = self.elapsed & !(level_range - 1);
             let mut deadline = level_start + slot as u64 * slot_range;
             if deadline < self.elapsed {

@@ -1,0 +1,348 @@
+//! Request heads: syntax by httparse, framing and safety rules by us.
+//!
+//! httparse checks that a head is well-formed and hands back borrowed slices (no copy). It
+//! does not decide how long the body is, whether two headers contradict each other, or which
+//! versions we serve. Those rules are where request smuggling lives (a front proxy and a back
+//! server disagreeing on where one request ends), so they are spelled out here, after RFC 9112:
+//!
+//! | head | answer |
+//! |---|---|
+//! | Content-Length *and* Transfer-Encoding | 400, close |
+//! | several Content-Length values that differ, or one that is not a number | 400, close |
+//! | Transfer-Encoding other than exactly `chunked` | 501, close |
+//! | obs-fold (a header line starting with a space), bare CR | 400, close (httparse rejects them) |
+//! | HTTP/1.1 without Host, or with several | 400 |
+//! | request line longer than the limit | 414, close |
+//! | head longer than `max_header_bytes`, or more than 64 headers | 431, close |
+//! | `HTTP/2.0` or later (incl. the HTTP/2 preface) | 505, close |
+//! | `HTTP/1.2` .. `HTTP/1.9` | served as HTTP/1.1 |
+
+use crate::Limits;
+
+/// Most headers a request may carry (more gets 431).
+pub const MAX_HEADERS: usize = 64;
+
+/// Room for httparse to write the headers it finds. Left uninitialised (httparse writes
+/// before it reads), so the 2 KiB array costs nothing per request.
+pub type HeaderStorage<'b> = [std::mem::MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
+
+/// A fresh, uninitialised [`HeaderStorage`].
+pub fn header_storage<'b>() -> HeaderStorage<'b> {
+    [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
+/// An HTTP error answer decided by the server itself (not the application).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpError {
+    pub status: u16,
+    pub message: &'static str,
+    /// Whether the connection must be closed after the answer because its framing can no
+    /// longer be trusted (we do not know where the next request starts).
+    pub close: bool,
+    /// When the connection stays open: the bytes of the rejected request to skip.
+    pub skip: usize,
+}
+
+impl HttpError {
+    pub const fn new(status: u16, message: &'static str, close: bool) -> HttpError {
+        HttpError { status, message, close, skip: 0 }
+    }
+}
+
+/// How the body of a request is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    None,
+    Length(usize),
+    Chunked,
+}
+
+/// A parsed request. Everything borrows the connection's read buffer: nothing is copied.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// The request target as sent (origin-form `/path?query`, or absolute-form).
+    pub target: &'a str,
+    /// The path part of the target (never percent-decoded).
+    pub path: &'a str,
+    /// The part after `?`, or "".
+    pub query: &'a str,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1 (and 1.x, served as 1.1).
+    pub version_minor: u8,
+    pub headers: &'a [httparse::Header<'a>],
+    pub body: &'a [u8],
+}
+
+impl<'a> Request<'a> {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+    }
+
+    /// The raw value of query parameter `name` (first occurrence; not percent-decoded).
+    /// `Some("")` for `?name` or `?name=`.
+    pub fn query_param(&self, name: &str) -> Option<&'a str> {
+        self.query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name).then_some(v)
+        })
+    }
+
+    pub fn is_head(&self) -> bool {
+        self.method == "HEAD"
+    }
+}
+
+/// What the framing analysis of a complete head found.
+#[derive(Debug, Clone, Copy)]
+pub struct Framing {
+    /// Bytes of the head, including the blank line.
+    pub head_len: usize,
+    pub body: BodyKind,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    pub is_head: bool,
+}
+
+/// Checks the version on the request line before httparse sees it: rejects HTTP/2+ with 505
+/// and rewrites `HTTP/1.x` (x > 1) to `HTTP/1.1` in place. Returns `Ok(false)` if the request
+/// line is not complete yet.
+fn check_version(buf: &mut [u8], limits: &Limits) -> Result<bool, HttpError> {
+    let line_end = match buf.iter().take(limits.max_request_line + 1).position(|&b| b == b'\n') {
+        Some(i) => i,
+        None if buf.len() > limits.max_request_line => {
+            return Err(HttpError::new(414, "request line too long", true));
+        }
+        None => return Ok(false),
+    };
+    let line = &mut buf[..line_end];
+    let line = match line.last() {
+        Some(b'\r') => {
+            let n = line.len() - 1;
+            &mut line[..n]
+        }
+        _ => line,
+    };
+    // The version is the last 8 bytes: "HTTP/M.m".
+    if line.len() >= 8 {
+        let v = line.len() - 8;
+        let version = &mut line[v..];
+        if version.starts_with(b"HTTP/") && version[6] == b'.' && version[7].is_ascii_digit() {
+            match version[5] {
+                b'1' if version[7] > b'1' => version[7] = b'1',
+                b'2'..=b'9' => return Err(HttpError::new(505, "HTTP version not supported", true)),
+                _ => {}
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Parses the head at the start of `buf`. `Ok(None)` = incomplete, read more.
+/// On success, `headers` holds the parsed headers and the returned request borrows `buf`.
+pub fn parse<'b, 'h>(
+    buf: &'b [u8],
+    headers: &'h mut HeaderStorage<'b>,
+    limits: &Limits,
+) -> Result<Option<(Request<'h>, Framing)>, HttpError>
+where
+    'b: 'h,
+{
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, headers) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > limits.max_header_bytes {
+                return Err(HttpError::new(431, "request header fields too large", true));
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HttpError::new(431, "too many header fields", true));
+        }
+        Err(httparse::Error::Version) => return Err(HttpError::new(505, "HTTP version not supported", true)),
+        Err(_) => return Err(HttpError::new(400, "malformed request head", true)),
+    };
+    if head_len > limits.max_header_bytes {
+        return Err(HttpError::new(431, "request header fields too large", true));
+    }
+    let method = req.method.unwrap_or("");
+    let target = req.path.unwrap_or("");
+    let version_minor = req.version.unwrap_or(1);
+    let headers: &'h [httparse::Header<'b>] = req.headers;
+
+    let mut content_length: Option<usize> = None;
+    let mut chunked = false;
+    let mut transfer_encoding = false;
+    let mut hosts = 0;
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    let mut expect_continue = false;
+    for h in headers {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            for part in h.value.split(|&b| b == b',') {
+                let n =
+                    parse_decimal(trim(part)).ok_or(HttpError::new(400, "invalid Content-Length", true))?;
+                match content_length {
+                    Some(prev) if prev != n => {
+                        return Err(HttpError::new(400, "conflicting Content-Length", true));
+                    }
+                    _ => content_length = Some(n),
+                }
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if transfer_encoding {
+                return Err(HttpError::new(501, "unsupported transfer coding", true));
+            }
+            transfer_encoding = true;
+            chunked = trim(h.value).eq_ignore_ascii_case(b"chunked");
+        } else if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = trim(token);
+                conn_close |= token.eq_ignore_ascii_case(b"close");
+                conn_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            expect_continue = trim(h.value).eq_ignore_ascii_case(b"100-continue");
+        }
+    }
+    if transfer_encoding && content_length.is_some() {
+        return Err(HttpError::new(400, "both Content-Length and Transfer-Encoding", true));
+    }
+    if transfer_encoding && !chunked {
+        return Err(HttpError::new(501, "unsupported transfer coding", true));
+    }
+    let body = match (chunked, content_length) {
+        (true, _) => BodyKind::Chunked,
+        (false, Some(n)) if n > 0 => BodyKind::Length(n),
+        _ => BodyKind::None,
+    };
+    if version_minor == 1 && hosts != 1 {
+        // Framing is still sound when there is no body: answer and keep the connection.
+        let close = body != BodyKind::None;
+        let message = if hosts == 0 { "missing Host header" } else { "several Host headers" };
+        return Err(HttpError { skip: head_len, ..HttpError::new(400, message, close) });
+    }
+    if let BodyKind::Length(n) = body {
+        if n > limits.max_body_bytes {
+            return Err(HttpError::new(413, "request body too large", true));
+        }
+    }
+    let keep_alive = if version_minor == 0 { conn_keep_alive && !conn_close } else { !conn_close };
+    let (path, query) = split_target(target);
+    let request = Request { method, target, path, query, version_minor, headers, body: &[] };
+    let framing = Framing { head_len, body, keep_alive, expect_continue, is_head: method == "HEAD" };
+    Ok(Some((request, framing)))
+}
+
+/// The version pre-check, then [`parse`]. Separate because the pre-check may patch `buf`.
+pub fn prepare(buf: &mut [u8], limits: &Limits) -> Result<bool, HttpError> {
+    check_version(buf, limits)
+}
+
+/// Splits a request target into path and query. For absolute-form (`http://host/p?q`) the
+/// path starts at the first `/` after the authority.
+fn split_target(target: &str) -> (&str, &str) {
+    let target = match target.find("://") {
+        Some(i) => match target[i + 3..].find('/') {
+            Some(j) => &target[i + 3 + j..],
+            None => "/",
+        },
+        None => target,
+    };
+    target.split_once('?').unwrap_or((target, ""))
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// A non-empty run of ASCII digits that fits in usize.
+fn parse_decimal(s: &[u8]) -> Option<usize> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    s.iter().try_fold(0usize, |acc, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        acc.checked_mul(10)?.checked_add((b - b'0') as usize)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(raw: &str) -> Result<Option<Framing>, HttpError> {
+        let limits = Limits::default();
+        let mut buf = raw.as_bytes().to_vec();
+        if !prepare(&mut buf, &limits)? {
+            return Ok(None);
+        }
+        let mut headers = header_storage();
+        Ok(parse(&buf, &mut headers, &limits)?.map(|(_, f)| f))
+    }
+
+    fn status(raw: &str) -> u16 {
+        run(raw).err().map(|e| e.status).unwrap_or(0)
+    }
+
+    #[test]
+    fn framing_rules() {
+        assert_eq!(run("GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().unwrap().body, BodyKind::None);
+        assert_eq!(
+            run("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n").unwrap().unwrap().body,
+            BodyKind::Length(5)
+        );
+        assert_eq!(
+            run("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n").unwrap().unwrap().body,
+            BodyKind::Length(5)
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n"), 501);
+        assert_eq!(status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
+        assert_eq!(status("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 505);
+        assert!(run("GET / HTTP/1.0\r\n\r\n").unwrap().is_some());
+        assert!(run("GET / HTTP/1.7\r\nHost: a\r\n\r\n").unwrap().unwrap().keep_alive);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n"), 400);
+        assert!(run("GET / HTTP/1.1\r\nHost: a\r\n").unwrap().is_none());
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        let ka = |raw: &str| run(raw).unwrap().unwrap().keep_alive;
+        assert!(ka("GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(!ka("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
+        assert!(!ka("GET / HTTP/1.0\r\n\r\n"));
+        assert!(ka("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(split_target("/a/b?x=1&y"), ("/a/b", "x=1&y"));
+        assert_eq!(split_target("http://h:1/p?q"), ("/p", "q"));
+        assert_eq!(split_target("http://h"), ("/", ""));
+        assert_eq!(split_target("*"), ("*", ""));
+    }
+}

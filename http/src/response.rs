@@ -1,0 +1,195 @@
+//! Responses, and how they are written into a connection's output.
+//!
+//! A [`Response`] is a status, a content type, a few extra header lines and a body. The
+//! server adds what every answer must carry (`Date`, `Server`, `Content-Length`,
+//! `Connection` when it matters) while serialising straight into the connection's output
+//! buffer: no intermediate string per response, no per-header allocation. Extra headers are
+//! kept as preformatted lines in one `String` that is only allocated if a header is added.
+
+use std::fmt::Write as _;
+
+/// A response body.
+#[derive(Debug, Clone, Default)]
+pub enum Body {
+    #[default]
+    Empty,
+    /// Borrowed for the life of the program (e.g. `b"Hello, World!"`): never copied until it
+    /// is written out.
+    Static(&'static [u8]),
+    /// Owned bytes. Large ones are queued as they are, not copied into the output buffer.
+    Bytes(Vec<u8>),
+}
+
+impl Body {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Body::Empty => &[],
+            Body::Static(b) => b,
+            Body::Bytes(b) => b,
+        }
+    }
+}
+
+/// An answer to one request.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: Option<&'static str>,
+    /// Extra header lines, each `Name: value\r\n`.
+    extra: String,
+    pub body: Body,
+    /// Close the connection after this response.
+    pub close: bool,
+}
+
+impl Response {
+    pub fn new(status: u16) -> Response {
+        Response { status, content_type: None, extra: String::new(), body: Body::Empty, close: false }
+    }
+
+    /// `text/plain` with a static body.
+    pub fn text(status: u16, body: &'static str) -> Response {
+        Response::new(status).content_type("text/plain; charset=utf-8").body(Body::Static(body.as_bytes()))
+    }
+
+    /// `application/json` with an owned body.
+    pub fn json(status: u16, body: Vec<u8>) -> Response {
+        Response::new(status).content_type("application/json").body(Body::Bytes(body))
+    }
+
+    pub fn content_type(mut self, ct: &'static str) -> Response {
+        self.content_type = Some(ct);
+        self
+    }
+
+    pub fn body(mut self, body: Body) -> Response {
+        self.body = body;
+        self
+    }
+
+    /// Adds a header line. The server writes Date, Server, Content-Length and Connection
+    /// itself; do not add those.
+    pub fn header(mut self, name: &str, value: impl std::fmt::Display) -> Response {
+        let _ = write!(self.extra, "{name}: {value}\r\n");
+        self
+    }
+
+    /// Asks the server to close the connection once this response is written.
+    pub fn close(mut self) -> Response {
+        self.close = true;
+        self
+    }
+
+    pub(crate) fn extra_headers(&self) -> &str {
+        &self.extra
+    }
+}
+
+/// The reason phrase for common status codes.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// Whether a response with this status carries no body and no Content-Length.
+pub fn is_bodiless(status: u16) -> bool {
+    status == 204 || status == 304 || (100..200).contains(&status)
+}
+
+/// What the connection adds to the head besides the response's own headers.
+pub(crate) struct HeadContext<'a> {
+    pub date: &'a [u8; 29],
+    /// `Some(true)` = say `Connection: keep-alive` (HTTP/1.0 client), `Some(false)` = say
+    /// `Connection: close`, `None` = say nothing (HTTP/1.1 default keep-alive).
+    pub connection: Option<bool>,
+}
+
+/// Appends the status line and headers (ending with the blank line) to `out`.
+pub(crate) fn write_head(out: &mut Vec<u8>, resp: &Response, ctx: &HeadContext<'_>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, resp.status as u64);
+    out.push(b' ');
+    out.extend_from_slice(reason(resp.status).as_bytes());
+    out.extend_from_slice(b"\r\nServer: tidings\r\nDate: ");
+    out.extend_from_slice(ctx.date);
+    if !is_bodiless(resp.status) {
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        push_u64(out, resp.body.as_bytes().len() as u64);
+    }
+    if let Some(ct) = resp.content_type {
+        out.extend_from_slice(b"\r\nContent-Type: ");
+        out.extend_from_slice(ct.as_bytes());
+    }
+    match ctx.connection {
+        Some(true) => out.extend_from_slice(b"\r\nConnection: keep-alive"),
+        Some(false) => out.extend_from_slice(b"\r\nConnection: close"),
+        None => {}
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(resp.extra_headers().as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the decimal digits of `v` (no allocation, unlike `write!`).
+pub fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_layout() {
+        let mut out = Vec::new();
+        let resp = Response::text(200, "hi").header("ETag", "\"3\"");
+        let date = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+        write_head(&mut out, &resp, &HeadContext { date: &date, connection: Some(false) });
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nServer: tidings\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\n\
+             Content-Length: 2\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\
+             ETag: \"3\"\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        write_head(&mut out, &Response::new(304), &HeadContext { date: &date, connection: None });
+        assert!(!String::from_utf8(out).unwrap().contains("Content-Length"));
+        let mut n = Vec::new();
+        push_u64(&mut n, 0);
+        push_u64(&mut n, 1234567890);
+        assert_eq!(n, b"01234567890");
+    }
+}
