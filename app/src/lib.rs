@@ -1,1 +1,33 @@
-pub fn x() {}
+//! # tidings: a long-poll message hub
+//!
+//! Publishers `POST /pub/{channel}`; subscribers `GET /sub/{channel}?since=S` and are either
+//! answered at once (messages after S are retained) or held until the next publish. Built on
+//! the tidings HTTP server and reactor, one reactor thread, a worker pool for `/work`.
+//!
+//! - [`hub`]: channels, retention, cursors, waiters: the model, with no I/O.
+//! - [`service`]: the HTTP routes on top of it.
+//! - [`config`]: command-line flags.
+//! - [`json`]: the few JSON helpers the answers need.
+
+pub mod config;
+pub mod hub;
+pub mod json;
+pub mod service;
+
+use std::io;
+
+use reactor::Reactor;
+
+pub use config::{parse_args, Command, Options, USAGE};
+pub use service::Tidings;
+
+/// Runs the hub until SIGINT/SIGTERM (graceful stop) or an I/O error of the loop itself.
+/// `on_ready` is called with the bound address once the server listens.
+pub fn run(opts: Options, on_ready: impl FnOnce(std::net::SocketAddr)) -> io::Result<()> {
+    let mut reactor = Reactor::new()?;
+    reactor.watch_signals(&[libc::SIGINT, libc::SIGTERM])?;
+    let service = Tidings::new(opts.clone(), reactor.remote())?;
+    let mut server = http::Server::bind(opts.http_config(), service, &mut reactor)?;
+    on_ready(server.local_addr());
+    server.run(&mut reactor)
+}

@@ -18,6 +18,9 @@ pub enum Body {
     Static(&'static [u8]),
     /// Owned bytes. Large ones are queued as they are, not copied into the output buffer.
     Bytes(Vec<u8>),
+    /// Shared with other responses (one answer sent to many subscribers): built once,
+    /// copied only into each connection's output.
+    Shared(std::rc::Rc<[u8]>),
 }
 
 impl Body {
@@ -26,6 +29,7 @@ impl Body {
             Body::Empty => &[],
             Body::Static(b) => b,
             Body::Bytes(b) => b,
+            Body::Shared(b) => b,
         }
     }
 }

@@ -838,6 +838,9 @@ impl Core {
         if let (true, Body::Static(b)) = (with_body, &resp.body) {
             out.extend_from_slice(b);
         }
+        if let (true, Body::Shared(b)) = (with_body, &resp.body) {
+            out.extend_from_slice(b);
+        }
         let written = out.len() - before;
         conn.out.commit(written);
         if let (true, Body::Bytes(b)) = (with_body, resp.body) {
