@@ -152,10 +152,12 @@ impl Hub {
         Ok(key)
     }
 
-    /// Drops a channel that has nothing left to give and nobody waiting.
+    /// Drops a channel that was never published to and has nobody waiting (one a subscribe
+    /// created). A channel that has had messages is kept even when eviction emptied it (a
+    /// message larger than `retain_bytes`), so its seq keeps counting from where it was.
     fn maybe_drop(&mut self, key: u32) {
         let c = &self.channels[key as usize];
-        if c.messages.is_empty() && c.waiters.is_empty() {
+        if c.last_seq == 0 && c.messages.is_empty() && c.waiters.is_empty() {
             let c = self.channels.remove(key as usize);
             self.names.remove(&c.name);
         }
@@ -222,6 +224,7 @@ impl Hub {
             // from the oldest retained message instead of waiting forever.
             let (body, next, count) = self.build_answer(key, 0, true);
             self.stats.delivered_total += count as u64;
+            self.maybe_drop(key);
             return Ok(Poll::Messages { body, next, count });
         }
         if cursor < c.last_seq {

@@ -14,6 +14,8 @@
 //! slot and nothing written is left behind.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Body, ConnId, Ctx, Request, Responder, Response, Service};
@@ -43,6 +45,8 @@ pub struct Tidings {
     pool: WorkerPool<Msg>,
     /// Responders of `/work` requests whose job is queued or running, keyed by ticket.
     jobs: Slab<Responder>,
+    /// Set at shutdown: running jobs stop early, so the pool's threads join promptly.
+    stopping: Arc<AtomicBool>,
 }
 
 const PAGE: &str = include_str!("page.html");
@@ -56,7 +60,8 @@ impl Tidings {
     /// `remote` is the loop's, for the worker pool to send results back.
     pub fn new(opts: Options, remote: Remote<Msg>) -> std::io::Result<Tidings> {
         let pool = WorkerPool::new(opts.workers, opts.work_queue, remote, on_job_panic)?;
-        Ok(Tidings { hub: Hub::new(opts.hub_limits()), opts, pool, jobs: Slab::new() })
+        let stopping = Arc::new(AtomicBool::new(false));
+        Ok(Tidings { hub: Hub::new(opts.hub_limits()), opts, pool, jobs: Slab::new(), stopping })
     }
 
     pub fn hub(&self) -> &Hub {
@@ -139,7 +144,9 @@ impl Tidings {
         };
         let entry = self.jobs.vacant_entry();
         let ticket = entry.key() as u64;
-        match self.pool.submit(ticket, move || Msg::WorkDone { ticket, outcome: Ok(run_job(ms)) }) {
+        let stopping = self.stopping.clone();
+        let job = move || Msg::WorkDone { ticket, outcome: Ok(run_job(ms, &stopping)) };
+        match self.pool.submit(ticket, job) {
             Ok(()) => {
                 entry.insert(responder);
             }
@@ -290,6 +297,7 @@ impl Service for Tidings {
     }
 
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Msg>) {
+        self.stopping.store(true, Ordering::Relaxed);
         // Held polls get 304 so their clients re-poll (elsewhere, or after the restart).
         for key in self.hub.waiter_keys() {
             self.expire_waiter(ctx, key);
@@ -297,8 +305,9 @@ impl Service for Tidings {
     }
 }
 
-/// The CPU-heavy job: an iterated 64-bit mix for about `ms` milliseconds.
-pub fn run_job(ms: u64) -> WorkOutput {
+/// The CPU-heavy job: an iterated 64-bit mix for about `ms` milliseconds (less if `stop` is
+/// set: the server is shutting down and nobody will read the result).
+pub fn run_job(ms: u64, stop: &AtomicBool) -> WorkOutput {
     let start = Instant::now();
     let budget = Duration::from_millis(ms);
     let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ ms;
@@ -308,7 +317,7 @@ pub fn run_job(ms: u64) -> WorkOutput {
             h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
             h ^= h >> 29;
         }
-        if start.elapsed() >= budget {
+        if start.elapsed() >= budget || stop.load(Ordering::Relaxed) {
             break;
         }
     }

@@ -84,7 +84,7 @@ impl Response {
         self
     }
 
-    pub(crate) fn extra_headers(&self) -> &str {
+    pub fn extra_headers(&self) -> &str {
         &self.extra
     }
 }
@@ -124,7 +124,7 @@ pub fn is_bodiless(status: u16) -> bool {
 }
 
 /// What the connection adds to the head besides the response's own headers.
-pub(crate) struct HeadContext<'a> {
+pub struct HeadContext<'a> {
     pub date: &'a [u8; 29],
     /// `Some(true)` = say `Connection: keep-alive` (HTTP/1.0 client), `Some(false)` = say
     /// `Connection: close`, `None` = say nothing (HTTP/1.1 default keep-alive).
@@ -132,7 +132,7 @@ pub(crate) struct HeadContext<'a> {
 }
 
 /// Appends the status line and headers (ending with the blank line) to `out`.
-pub(crate) fn write_head(out: &mut Vec<u8>, resp: &Response, ctx: &HeadContext<'_>) {
+pub fn write_head(out: &mut Vec<u8>, resp: &Response, ctx: &HeadContext<'_>) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_u64(out, resp.status as u64);
     out.push(b' ');

@@ -588,7 +588,7 @@ impl<S: Service> Server<S> {
         conn.seq = conn.seq.wrapping_add(1);
         let max = core.config.max_requests_per_connection;
         let last_allowed = max > 0 && conn.seq >= max;
-        let keep_alive = framing.keep_alive && !last_allowed && !core.shutting_down && !conn.peer_eof;
+        let keep_alive = framing.keep_alive && !last_allowed && !core.shutting_down;
         conn.current = Some(Current {
             seq: conn.seq,
             keep_alive,
@@ -630,9 +630,20 @@ impl<S: Service> Server<S> {
     /// After reading or writing: dispatch what is complete, write the answers, then decide
     /// what the connection waits for next (interest and timer), or close it.
     fn after_io(&mut self, r: &mut Reactor<S::Msg>, key: usize) {
-        self.process(r, key);
-        if !self.flush(r, key) {
-            return;
+        let cap = self.core.config.limits.max_output_bytes;
+        loop {
+            self.process(r, key);
+            let capped = self.core.conns.get(key).is_some_and(|c| c.out.len() > cap);
+            if !self.flush(r, key) {
+                return;
+            }
+            // Parsing stopped at the output cap and this flush made room: parse on now. No
+            // event would bring us back (the pipelined requests are already read, and with
+            // the output written there is no EPOLLOUT to wait for), so they would stall.
+            let Some(conn) = self.core.conns.get(key) else { return };
+            if !(capped && conn.out.len() <= cap && !conn.rbuf.is_empty()) {
+                break;
+            }
         }
         let core = &mut self.core;
         let Some(conn) = core.conns.get_mut(key) else { return };
@@ -640,12 +651,13 @@ impl<S: Service> Server<S> {
         if conn.peer_eof {
             // The client sent FIN. Answers already produced were just flushed; a kept
             // responder can no longer be delivered to a client that hung up.
+            // Otherwise keep writing: requests still buffered behind the output cap are
+            // answered as it drains (a half-closed client still reads), then we close.
             if conn.current.is_some() || conn.out.is_empty() || conn.lingering {
                 let by_peer = !conn.lingering;
                 self.close(r, key, by_peer);
                 return;
             }
-            conn.close_after_flush = true;
         }
         if conn.close_after_flush && conn.out.is_empty() {
             if conn.rbuf.is_empty() && conn.pending.is_none() {
@@ -695,11 +707,23 @@ impl<S: Service> Server<S> {
         } else {
             Wait::Idle
         };
+        if wait == Wait::Idle && core.shutting_down {
+            // Its last answer is out: close it now, as idle connections were when the
+            // shutdown began, instead of holding the shutdown until its deadline.
+            self.close(r, key, false);
+            return;
+        }
         if wait != conn.wait {
             if wait == Wait::Idle || wait == Wait::Write {
                 conn.since = r.now_ms();
             }
             conn.wait = wait;
+        }
+        if wait == Wait::Head || wait == Wait::Body {
+            // Part of a request is here, the rest is coming. A client with Nagle on may hold
+            // the rest until we ACK this part, and our kernel would delay that ACK by up to
+            // 40 ms: acknowledge now (the Nagle + delayed-ACK stall of the old server).
+            let _ = conn.stream.set_quickack();
         }
         core.update_timer(r, key);
     }
@@ -780,11 +804,16 @@ impl<S: Service> Server<S> {
 
     fn conn_timer(&mut self, r: &mut Reactor<S::Msg>, key: usize, id: TimerId) {
         let Some(conn) = self.core.conns.get_mut(key) else { return };
-        if conn.timer.map(|(t, _)| t) != Some(id) {
+        let Some((armed, due)) = conn.timer else { return };
+        if armed != id {
             return;
         }
         conn.timer = None;
-        let now = r.now_ms();
+        // The wheel fired this timer, so its tick has come, even when the loop's clock (read
+        // when it woke up) is behind because this turn ran long. Judging by that clock alone
+        // would re-arm the timer for a tick the wheel has already reached: it would fire again
+        // at once, in the same turn, forever.
+        let now = r.now_ms().max(due);
         match self.core.deadline(key) {
             Some(d) if d <= now => self.expire(r, key),
             _ => self.core.update_timer(r, key),

@@ -433,8 +433,10 @@ impl<M> Reactor<M> {
         }
         self.stats.events += delivered as u64;
 
-        // Phase 3: run expired timers, one at a time.
+        // Phase 3: run expired timers, one at a time. The clock is read again: I/O dispatch
+        // may have taken a while, and timer handlers should see the time they fire at.
         let now = self.tick_now();
+        self.woke_tick = now;
         while let Some((id, tag)) = self.timers.poll(now) {
             self.stats.timers_fired += 1;
             handler.on_timer(self, id, tag);

@@ -65,6 +65,12 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// Starts connecting to `addr` without blocking: register the stream for WRITABLE; when
+    /// it is writable, [`take_error`](Self::take_error) says whether the connect succeeded.
+    pub fn connect(addr: SocketAddr) -> io::Result<Stream> {
+        Ok(Stream { fd: sys::tcp_connect(&addr)? })
+    }
+
     pub fn fd(&self) -> RawFd {
         self.fd.raw()
     }
@@ -87,6 +93,11 @@ impl Stream {
     /// TCP_NODELAY: see [`sys::set_nodelay`] for the Nagle + delayed-ACK stall it prevents.
     pub fn set_nodelay(&self) -> io::Result<()> {
         sys::set_nodelay(self.fd.raw())
+    }
+
+    /// TCP_QUICKACK: acknowledge what was received right away. See [`sys::set_quickack`].
+    pub fn set_quickack(&self) -> io::Result<()> {
+        sys::set_quickack(self.fd.raw())
     }
 
     pub fn set_send_buffer(&self, bytes: usize) -> io::Result<()> {

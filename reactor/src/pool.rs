@@ -36,6 +36,9 @@ pub enum SubmitError {
 
 struct Queue<M> {
     jobs: VecDeque<(u64, Job<M>)>,
+    /// Workers blocked waiting for a job: that many queued jobs are about to start, so they
+    /// do not count as "waiting" against the capacity.
+    idle: usize,
     shutting_down: bool,
 }
 
@@ -63,7 +66,7 @@ impl<M: Send + 'static> WorkerPool<M> {
         on_panic: fn(u64, String) -> M,
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue { jobs: VecDeque::with_capacity(capacity), shutting_down: false }),
+            queue: Mutex::new(Queue { jobs: VecDeque::with_capacity(capacity), idle: 0, shutting_down: false }),
             job_ready: Condvar::new(),
             capacity,
             running: AtomicUsize::new(0),
@@ -91,7 +94,9 @@ impl<M: Send + 'static> WorkerPool<M> {
         if q.shutting_down {
             return Err(SubmitError::ShutDown);
         }
-        if q.jobs.len() >= self.shared.capacity {
+        // Capacity counts jobs that wait for a thread, not the ones an idle thread is about
+        // to take: with capacity 0, a job is still accepted while a worker is free.
+        if q.jobs.len() >= self.shared.capacity + q.idle {
             return Err(SubmitError::Full);
         }
         q.jobs.push_back((ticket, Box::new(job)));
@@ -102,7 +107,8 @@ impl<M: Send + 'static> WorkerPool<M> {
 
     /// Jobs waiting for a thread.
     pub fn queued(&self) -> usize {
-        lock(&self.shared.queue).jobs.len()
+        let q = lock(&self.shared.queue);
+        q.jobs.len().saturating_sub(q.idle)
     }
 
     /// Jobs being run right now.
@@ -155,7 +161,9 @@ fn worker<M: Send + 'static>(shared: &Shared<M>) {
                 if let Some(j) = q.jobs.pop_front() {
                     break j;
                 }
+                q.idle += 1;
                 q = shared.job_ready.wait(q).unwrap_or_else(|p| p.into_inner());
+                q.idle -= 1;
             }
         };
         shared.running.fetch_add(1, Ordering::Relaxed);

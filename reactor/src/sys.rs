@@ -255,6 +255,12 @@ pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
 }
 
+/// Asks the kernel to send a pending ACK now instead of delaying it (up to 40 ms on Linux).
+/// Not sticky: the kernel may return to delayed ACKs later, so it is set when it matters.
+pub fn set_quickack(fd: RawFd) -> io::Result<()> {
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_QUICKACK, 1)
+}
+
 pub fn set_send_buffer(fd: RawFd, bytes: usize) -> io::Result<()> {
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, bytes.min(i32::MAX as usize) as i32)
 }
@@ -372,6 +378,26 @@ pub fn accept(listener: RawFd) -> io::Result<(Fd, Option<std::net::SocketAddr>)>
     Ok((Fd(fd), sockaddr_to(&storage)))
 }
 
+/// Starts a non-blocking TCP connect. The socket is returned at once; the connection is
+/// established when it becomes writable (then check [`take_socket_error`]).
+pub fn tcp_connect(addr: &std::net::SocketAddr) -> io::Result<Fd> {
+    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: plain syscall creating a new socket fd.
+    let fd = Fd(cvt(unsafe {
+        libc::socket(family, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
+    })?);
+    let (storage, len) = sockaddr_from(addr);
+    // SAFETY: `storage` holds a valid sockaddr of length `len`.
+    let ret = unsafe { libc::connect(fd.raw(), (&storage as *const libc::sockaddr_storage).cast(), len) };
+    if ret == -1 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    Ok(fd)
+}
+
 /// shutdown(2) of the write side (sends FIN once queued data has left).
 pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
     // SAFETY: plain syscall on an fd the caller owns.
@@ -403,6 +429,18 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     let (_, hard) = nofile_limit()?;
     set_nofile_limit(hard, hard)?;
     Ok(hard)
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`, normally 100): the unit of the CPU times
+/// in `/proc/PID/stat`. Falls back to 100 if sysconf reports nothing.
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf takes an integer name, reads no memory of ours and has no side effects.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as u64
+    } else {
+        100
+    }
 }
 
 /// CPU time (user + system) consumed by this thread so far.

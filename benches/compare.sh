@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# The whole benchmark table in one command: tidings beside a bare C epoll loop (the syscall
+# floor) and the peers a user would pick instead, in the same run, A B A B order, medians.
+#
+#   benches/compare.sh                 # everything (about 8-10 minutes)
+#   QUICK=1 benches/compare.sh         # 1 round, shorter runs (a smoke test of the script)
+#   SKIP="nginx tornado" benches/compare.sh
+#
+# The server runs pinned to core 0, the load generator (tidings-load, on our own reactor) to
+# core 1. The headline is the server's CPU time per request (utime+stime from /proc/PID/stat
+# before and after, divided by the requests answered), as a ratio to the C floor measured in
+# the same run: on 2 cores the load generator saturates first, so requests/s alone cannot tell
+# good servers apart. Everything targets 127.0.0.1 and stops by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+WORK=${WORK:-$ROOT/target/compare}
+mkdir -p "$WORK"
+ROUNDS=${ROUNDS:-3}
+DUR=${DUR:-4}
+if [ -n "${QUICK:-}" ]; then ROUNDS=1; DUR=2; fi
+SKIP=${SKIP:-}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+LOG=$WORK/compare.log
+: > "$LOG"
+
+say() { echo "$*" >&2; }
+skip() { [[ " $SKIP " == *" $1 "* ]]; }
+
+# ---- build what is missing ---------------------------------------------------------------
+say "building tidings and tidings-load (release)…"
+cargo build --release -q -p tidings -p tidings-load
+TIDINGS=$ROOT/target/release/tidings
+LOAD=$ROOT/target/release/tidings-load
+
+say "building the C floor…"
+cc -O2 -o "$WORK/floor" benches/peers/c-floor/floor.c
+
+HYPER=""
+if ! skip hyper; then
+  say "building hyper (current-thread) peer…"
+  if (cd benches/peers/hyper && cargo build --release -q 2>>"$LOG"); then
+    HYPER=$ROOT/benches/peers/hyper/target/release/hyper-plaintext
+  else
+    say "  hyper peer did not build (see $LOG); skipped"
+  fi
+fi
+
+NGINX=""
+if ! skip nginx; then
+  if ! command -v nginx >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing nginx (Debian package)…"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light || \
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx) >>"$LOG" 2>&1 || true
+  fi
+  if command -v nginx >/dev/null; then NGINX=$(command -v nginx); else say "  nginx not installable; skipped"; fi
+fi
+
+PY=""
+if ! skip tornado; then
+  if [ ! -x "$WORK/venv/bin/python" ]; then
+    say "creating a venv with tornado…"
+    (python3 -m venv "$WORK/venv" && "$WORK/venv/bin/pip" install -q tornado) >>"$LOG" 2>&1 || true
+  fi
+  if "$WORK/venv/bin/python" -c 'import tornado' 2>/dev/null; then PY=$WORK/venv/bin/python; else say "  tornado not installable; skipped"; fi
+fi
+
+# ---- servers ------------------------------------------------------------------------------
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  say "server on port $1 did not start"; return 1
+}
+
+# start NAME PORT CMD... -> sets PID_<NAME>
+start() {
+  local name=$1 port=$2; shift 2
+  taskset -c "$SERVER_CPU" "$@" >>"$LOG" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  wait_port "$port"
+  printf -v "PID_$name" '%s' "$pid"
+}
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+SERVERS=(floor tidings)
+start floor 18301 "$WORK/floor" 127.0.0.1 18301
+start tidings 18302 "$TIDINGS" --listen 127.0.0.1:18302 --workers 1
+if [ -n "$HYPER" ]; then start hyper 18303 "$HYPER" 127.0.0.1:18303; SERVERS+=(hyper); fi
+if [ -n "$NGINX" ]; then
+  mkdir -p "$WORK/nginx"
+  sed -e "s#@PORT@#18304#g" -e "s#@DIR@#$WORK/nginx#g" benches/peers/nginx/nginx.conf.in > "$WORK/nginx/nginx.conf"
+  start nginx 18304 "$NGINX" -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx"
+  # nginx forks its worker: measure the worker process.
+  sleep 0.2
+  PID_nginx=$(pgrep -P "$PID_nginx" | head -1)
+  SERVERS+=(nginx)
+fi
+declare -A PORT=([floor]=18301 [tidings]=18302 [hyper]=18303 [nginx]=18304)
+
+# ---- plaintext scenarios --------------------------------------------------------------------
+# field NAME LINE -> the value of NAME=... in a RESULT line
+field() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" <<<"$2"; }
+median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+declare -A CPU RPS P99
+SCENARIOS=("c50|-c 50" "c256|-c 256" "pipe16|-c 50 --pipeline 16" "close|-c 50 --conn-per-request")
+for round in $(seq "$ROUNDS"); do
+  for sc in "${SCENARIOS[@]}"; do
+    name=${sc%%|*}; args=${sc#*|}
+    for s in "${SERVERS[@]}"; do
+      pidvar=PID_$s
+      # shellcheck disable=SC2086
+      line=$(taskset -c "$LOAD_CPU" "$LOAD" http --url "http://127.0.0.1:${PORT[$s]}/plaintext" \
+               $args -d "$DUR" --pid "${!pidvar}" 2>>"$LOG" | grep '^RESULT' || true)
+      echo "round=$round scenario=$name server=$s $line" >>"$LOG"
+      say "round $round $name $s: $(field rps "$line") req/s, $(field server_cpu_us_per_req "$line") us/req"
+      CPU[$name.$s]+="$(field server_cpu_us_per_req "$line") "
+      RPS[$name.$s]+="$(field rps "$line") "
+      P99[$name.$s]+="$(field p99_us "$line") "
+    done
+  done
+done
+
+med() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a=="-"||b=="-"||b==0) print "-"; else printf "%.2fx", a/b }'; }
+
+{
+echo "## Plaintext: server CPU per request (median of $ROUNDS rounds, ${DUR} s each)"
+echo
+echo "| scenario | server | req/s | p99 (us) | server CPU us/req | vs C floor |"
+echo "|---|---|---:|---:|---:|---:|"
+for sc in "${SCENARIOS[@]}"; do
+  name=${sc%%|*}
+  floor=$(med "${CPU[$name.floor]}")
+  for s in "${SERVERS[@]}"; do
+    c=$(med "${CPU[$name.$s]}")
+    echo "| $name | $s | $(med "${RPS[$name.$s]}") | $(med "${P99[$name.$s]}") | $c | $(ratio "$c" "$floor") |"
+  done
+done
+echo
+} | tee "$WORK/table-plaintext.md"
+
+# ---- long-poll scenarios ---------------------------------------------------------------------
+cleanup; PIDS=()
+LP=()
+lp_run() { # label pid port n
+  local line
+  line=$(taskset -c "$LOAD_CPU" "$LOAD" longpoll --addr "127.0.0.1:$3" -n "$4" --idle 5 --publish 1000 --pid "$2" 2>>"$LOG" | grep '^RESULT' || true)
+  echo "longpoll $1 n=$4 $line" >>"$LOG"
+  LP+=("| $1 | $4 | $(field idle_cpu_pct "$line") | $(field rss_per_poll_bytes "$line") | $(field delivery_p50_us "$line") | $(field delivery_p99_us "$line") | $(field drain_ms "$line") |")
+  say "longpoll $1 n=$4: $line"
+}
+for n in 1000 10000; do
+  start tidings 18310 "$TIDINGS" --listen 127.0.0.1:18310 --poll-timeout 300
+  lp_run tidings "$PID_tidings" 18310 "$n"
+  kill "$PID_tidings"; wait "$PID_tidings" 2>/dev/null || true
+done
+if [ -n "$PY" ]; then
+  for app in longpoll_futures longpoll_seed; do
+    start "$app" 18311 "$PY" "benches/peers/tornado/$app.py" 127.0.0.1 18311
+    pidvar=PID_$app
+    lp_run "tornado ${app#longpoll_}" "${!pidvar}" 18311 1000
+    kill "${!pidvar}"; wait "${!pidvar}" 2>/dev/null || true
+  done
+fi
+
+start tidings 18312 "$TIDINGS" --listen 127.0.0.1:18312 --poll-timeout 300
+fan=$(taskset -c "$LOAD_CPU" "$LOAD" fanout --addr 127.0.0.1:18312 -n 10000 --burst 50 2>>"$LOG" | grep '^RESULT' || true)
+echo "fanout $fan" >>"$LOG"
+
+{
+echo "## Long-poll (held polls on distinct channels, 5 s idle window, 1,000 publishes)"
+echo
+echo "| server | held polls | idle CPU % of a core | RSS per held poll (bytes) | delivery p50 (us) | delivery p99 (us) | drain after abrupt close (ms) |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+printf '%s\n' "${LP[@]}"
+echo
+echo "## Fan-out (10,000 subscribers on one channel)"
+echo
+echo "| one publish to the last subscriber (ms) | median subscriber (ms) | burst of 50, every subscriber got all in order |"
+echo "|---:|---:|---|"
+echo "| $(field fanout_ms "$fan") | $(field fanout_p50_ms "$fan") | $(field burst_ok "$fan") |"
+echo
+echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $(date -u +%Y-%m-%d)."
+} | tee "$WORK/table-longpoll.md"
+say "full log: $LOG"

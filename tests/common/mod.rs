@@ -1,0 +1,731 @@
+//! Shared helpers of the end-to-end tests: a tiny blocking HTTP/1.1 client over
+//! `std::net::TcpStream`, a small JSON parser, and two ways to run the hub: in-process on a
+//! thread ([`start`]) or as the real `tidings` binary ([`Child::spawn`]).
+//!
+//! Every socket has a read timeout, so a server that never answers fails the test instead of
+//! hanging it; every child process is killed when its guard drops.
+
+#![allow(dead_code)]
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use app::Options;
+
+/// How long a client waits for an answer before the test fails.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+// ----- servers -----------------------------------------------------------------------------
+
+/// Options for a test server: an ephemeral port on loopback, two workers, defaults otherwise.
+pub fn opts() -> Options {
+    Options { listen: SocketAddr::from(([127, 0, 0, 1], 0)), workers: 2, ..Options::default() }
+}
+
+/// Runs a hub in this process on its own thread (like `app::run`, but without watching
+/// signals: only one reactor per process may do that) and returns its address. The server
+/// runs until the test process exits.
+pub fn start(opts: Options) -> SocketAddr {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("tidings-test-server".into())
+        .spawn(move || {
+            let mut reactor = reactor::Reactor::new().expect("reactor");
+            let service = app::Tidings::new(opts.clone(), reactor.remote()).expect("service");
+            let mut server = http::Server::bind(opts.http_config(), service, &mut reactor).expect("bind");
+            tx.send(server.local_addr()).expect("send addr");
+            server.run(&mut reactor).expect("server loop");
+        })
+        .expect("spawn server thread");
+    rx.recv_timeout(Duration::from_secs(10)).expect("server did not start")
+}
+
+/// Serialises the tests of one test binary that measure time or CPU (tests run on parallel
+/// threads by default; two of these at once on a small machine would disturb each other).
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Raises this process's open-file limit to its hard limit (children inherit it) and
+/// returns it.
+pub fn raise_nofile() -> u64 {
+    reactor::sys::raise_nofile_limit().expect("raise RLIMIT_NOFILE")
+}
+
+/// Path of the `tidings` binary. Cargo sets `CARGO_BIN_EXE_<name>` only for binaries of the
+/// package under test, and the binary belongs to the `tidings` package, not to this one; so
+/// it is looked up next to the test executable (`target/<profile>/deps/<test>` ->
+/// `target/<profile>/tidings`), after a `cargo build` of it that is a no-op when it is
+/// already fresh (`cargo test --workspace` builds it anyway). `TIDINGS_BIN=path` overrides.
+pub fn tidings_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("TIDINGS_BIN") {
+            return PathBuf::from(p);
+        }
+        if let Some(p) = option_env!("CARGO_BIN_EXE_tidings") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("current_exe");
+        let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>").to_path_buf();
+        let bin = profile_dir.join("tidings");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--manifest-path", manifest, "-p", "tidings", "--bin", "tidings"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        match cmd.output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "note: cargo build of the tidings binary failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!("note: cannot run cargo to build the tidings binary: {e}"),
+        }
+        assert!(bin.exists(), "tidings binary not found at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// The real `tidings` binary as a child process, killed when dropped.
+pub struct Child {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+    pub pid: u32,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Child {
+    /// Starts `tidings --listen 127.0.0.1:0 ARGS..` and waits for its "listening on" line.
+    pub fn spawn(args: &[&str]) -> Child {
+        let mut child = Command::new(tidings_bin())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tidings");
+        let pid = child.id();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let pipe = child.stderr.take().expect("stderr pipe");
+        let log = stderr.clone();
+        std::thread::spawn(move || {
+            // Keep draining stderr so the child never blocks on a full pipe.
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let guard_addr = rx.recv_timeout(Duration::from_secs(20));
+        let mut c = Child { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), pid, stderr };
+        match guard_addr {
+            Ok(a) => c.addr = a.parse().expect("listening address"),
+            Err(_) => panic!("tidings did not start; stderr:\n{}", c.stderr()),
+        }
+        c
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn signal(&self, signo: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.pid as libc::pid_t, signo) };
+        assert_eq!(rc, 0, "kill({}, {signo})", self.pid);
+    }
+
+    /// Waits at most `limit` for the child to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// User + system CPU time of the child so far, from /proc/PID/stat.
+    pub fn cpu_time(&self) -> Duration {
+        proc_cpu_time(self.pid)
+    }
+
+    /// Open file descriptors of the child, from /proc/PID/fd.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid)).expect("read /proc/PID/fd").count()
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// utime + stime of process `pid` (fields 14 and 15 of /proc/PID/stat, in clock ticks).
+pub fn proc_cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // The command name (field 2) is in parentheses and may hold spaces: split after it.
+    let after = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3 (state): utime is field 14, stime field 15.
+    let utime: u64 = fields[11].parse().expect("utime");
+    let stime: u64 = fields[12].parse().expect("stime");
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as u64 } else { 100 };
+    Duration::from_micros((utime + stime) * 1_000_000 / hz)
+}
+
+// ----- client ------------------------------------------------------------------------------
+
+/// A parsed response.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Json {
+        Json::parse(&self.text()).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", self.text()))
+    }
+
+    pub fn etag(&self) -> &str {
+        self.header("etag").unwrap_or_else(|| panic!("no ETag in {self:?}"))
+    }
+}
+
+/// One keep-alive connection.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).expect("connect");
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client { stream, buf: Vec::new() }
+    }
+
+    pub fn set_read_timeout(&self, t: Duration) {
+        self.stream.set_read_timeout(Some(t)).unwrap();
+    }
+
+    pub fn send(&mut self, raw: &[u8]) {
+        self.stream.write_all(raw).expect("write request");
+    }
+
+    /// Sends a request with the given extra headers and body (Content-Length).
+    pub fn send_request(&mut self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) {
+        self.send(&request_bytes(method, target, headers, body));
+    }
+
+    pub fn request(&mut self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        self.send_request(method, target, headers, body);
+        self.read_response().unwrap_or_else(|e| panic!("{method} {target}: {e}"))
+    }
+
+    pub fn get(&mut self, target: &str) -> Resp {
+        self.request("GET", target, &[], b"")
+    }
+
+    pub fn get_with(&mut self, target: &str, headers: &[(&str, &str)]) -> Resp {
+        self.request("GET", target, headers, b"")
+    }
+
+    pub fn post(&mut self, target: &str, body: &[u8]) -> Resp {
+        self.request("POST", target, &[], body)
+    }
+
+    /// Reads more bytes into the buffer; `Ok(0)` at EOF.
+    fn fill(&mut self) -> io::Result<usize> {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self.stream.read(&mut chunk)?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    /// Reads one response (skipping interim 1xx answers). Bodies are framed by
+    /// Content-Length (the server always sends it), none for 204/304.
+    pub fn read_response(&mut self) -> io::Result<Resp> {
+        loop {
+            let head_end = loop {
+                if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                    break i;
+                }
+                if self.fill()? == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("connection closed before a response ({} bytes buffered)", self.buf.len()),
+                    ));
+                }
+            };
+            let head = String::from_utf8(self.buf[..head_end].to_vec())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "non-UTF-8 head"))?;
+            let mut lines = head.split("\r\n");
+            let status_line = lines.next().unwrap_or("");
+            let status: u16 =
+                status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {status_line:?}"))
+                })?;
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                .collect();
+            self.buf.drain(..head_end + 4);
+            if (100..200).contains(&status) {
+                continue;
+            }
+            let len = if status == 204 || status == 304 {
+                0
+            } else {
+                headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.parse::<usize>().ok())
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Content-Length"))?
+            };
+            while self.buf.len() < len {
+                if self.fill()? == 0 {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-body"));
+                }
+            }
+            let body = self.buf.drain(..len).collect();
+            return Ok(Resp { status, headers, body });
+        }
+    }
+
+    /// Whether the server sends nothing more for `wait` (no extra, duplicate answer). Returns
+    /// the unexpected bytes if any arrived (an EOF counts as nothing sent).
+    pub fn expect_silence(&mut self, wait: Duration) -> Result<(), String> {
+        if !self.buf.is_empty() {
+            return Err(String::from_utf8_lossy(&self.buf).into_owned());
+        }
+        self.set_read_timeout(wait);
+        let r = self.fill();
+        self.set_read_timeout(READ_TIMEOUT);
+        match r {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(String::from_utf8_lossy(&self.buf).into_owned()),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(()),
+            Err(e) => Err(format!("read error: {e}")),
+        }
+    }
+
+    /// Whether the server closed the connection (EOF within `wait`).
+    pub fn is_closed_by_server(&mut self, wait: Duration) -> bool {
+        self.set_read_timeout(wait);
+        let r = self.fill();
+        self.set_read_timeout(READ_TIMEOUT);
+        match r {
+            Ok(0) => true,
+            Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        }
+    }
+
+    /// Closes abruptly: SO_LINGER 0, so the kernel sends RST instead of FIN.
+    pub fn reset(self) {
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        // SAFETY: setsockopt on our own open socket with a live, correctly sized linger struct.
+        unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &linger as *const libc::linger as *const libc::c_void,
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+        drop(self);
+    }
+
+    /// Closes gracefully (FIN).
+    pub fn close(self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+pub fn request_bytes(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("{method} {target} HTTP/1.1\r\nHost: test\r\n");
+    for (n, v) in headers {
+        out.push_str(&format!("{n}: {v}\r\n"));
+    }
+    let chunked = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"));
+    if !chunked && (method == "POST" || !body.is_empty()) {
+        out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    out.push_str("\r\n");
+    let mut out = out.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// One request on a fresh connection (`Connection: close`).
+pub fn once(addr: SocketAddr, method: &str, target: &str, body: &[u8]) -> Resp {
+    let mut c = Client::connect(addr);
+    c.request(method, target, &[("Connection", "close")], body)
+}
+
+pub fn get(addr: SocketAddr, target: &str) -> Resp {
+    once(addr, "GET", target, b"")
+}
+
+pub fn post(addr: SocketAddr, target: &str, body: &[u8]) -> Resp {
+    once(addr, "POST", target, body)
+}
+
+/// `GET /stats`, parsed.
+pub fn stats(addr: SocketAddr) -> Json {
+    let r = get(addr, "/stats");
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json()
+}
+
+/// A scalar counter of `/stats`.
+pub fn stat(addr: SocketAddr, key: &str) -> u64 {
+    stats(addr).get(key).as_u64()
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes; returns whether it held.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until `/stats` shows `key == want`; panics with the last stats if it never does.
+pub fn wait_stat(addr: SocketAddr, key: &str, want: u64, limit: Duration) {
+    let mut last = None;
+    let ok = wait_until(limit, || {
+        let s = stats(addr);
+        let v = s.get(key).as_u64();
+        last = Some(s);
+        v == want
+    });
+    assert!(ok, "/stats {key} never reached {want}: {:?}", last);
+}
+
+/// `(seq, data)` of every message of a `/sub` answer (`data_b64` decoded).
+pub fn messages(j: &Json) -> Vec<(u64, Vec<u8>)> {
+    j.get("messages")
+        .as_array()
+        .iter()
+        .map(|m| {
+            let seq = m.get("seq").as_u64();
+            let data = match m.opt("data") {
+                Some(d) => d.as_str().as_bytes().to_vec(),
+                None => base64_decode(m.get("data_b64").as_str()),
+            };
+            (seq, data)
+        })
+        .collect()
+}
+
+/// Just the seqs of a `/sub` answer.
+pub fn seqs(j: &Json) -> Vec<u64> {
+    messages(j).into_iter().map(|(s, _)| s).collect()
+}
+
+pub fn base64_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for b in s.bytes().filter(|&b| b != b'=') {
+        let v = ALPHABET.iter().position(|&a| a == b).expect("base64 alphabet") as u32;
+        acc = acc << 6 | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+// ----- JSON --------------------------------------------------------------------------------
+
+/// A parsed JSON value: enough of JSON for the hub's answers (and strict enough to catch a
+/// malformed one).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Json {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(String, Json)>),
+}
+
+impl Json {
+    pub fn parse(s: &str) -> Result<Json, String> {
+        let mut p = Parser { s: s.as_bytes(), i: 0 };
+        let v = p.value()?;
+        p.ws();
+        if p.i != p.s.len() {
+            return Err(format!("trailing data at {}", p.i));
+        }
+        Ok(v)
+    }
+
+    /// The member `key` of an object, if present.
+    pub fn opt(&self, key: &str) -> Option<&Json> {
+        match self {
+            Json::Obj(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// The member `key` of an object; panics if absent.
+    pub fn get(&self, key: &str) -> &Json {
+        self.opt(key).unwrap_or_else(|| panic!("no {key:?} in {self:?}"))
+    }
+
+    pub fn keys(&self) -> Vec<&str> {
+        match self {
+            Json::Obj(members) => members.iter().map(|(k, _)| k.as_str()).collect(),
+            _ => panic!("not an object: {self:?}"),
+        }
+    }
+
+    pub fn as_u64(&self) -> u64 {
+        match self {
+            Json::Num(n) if *n >= 0.0 && n.fract() == 0.0 => *n as u64,
+            _ => panic!("not a whole number: {self:?}"),
+        }
+    }
+
+    pub fn as_f64(&self) -> f64 {
+        match self {
+            Json::Num(n) => *n,
+            _ => panic!("not a number: {self:?}"),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Json::Str(s) => s,
+            _ => panic!("not a string: {self:?}"),
+        }
+    }
+
+    pub fn as_bool(&self) -> bool {
+        match self {
+            Json::Bool(b) => *b,
+            _ => panic!("not a bool: {self:?}"),
+        }
+    }
+
+    pub fn as_array(&self) -> &[Json] {
+        match self {
+            Json::Arr(a) => a,
+            _ => panic!("not an array: {self:?}"),
+        }
+    }
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Parser<'_> {
+    fn ws(&mut self) {
+        while self.i < self.s.len() && matches!(self.s[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn expect(&mut self, b: u8) -> Result<(), String> {
+        self.ws();
+        if self.peek() == Some(b) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(format!("expected {:?} at {}", b as char, self.i))
+        }
+    }
+
+    fn literal(&mut self, word: &str, v: Json) -> Result<Json, String> {
+        if self.s[self.i..].starts_with(word.as_bytes()) {
+            self.i += word.len();
+            Ok(v)
+        } else {
+            Err(format!("bad literal at {}", self.i))
+        }
+    }
+
+    fn value(&mut self) -> Result<Json, String> {
+        self.ws();
+        match self.peek().ok_or("unexpected end")? {
+            b'{' => {
+                self.i += 1;
+                let mut members = Vec::new();
+                self.ws();
+                if self.peek() == Some(b'}') {
+                    self.i += 1;
+                    return Ok(Json::Obj(members));
+                }
+                loop {
+                    self.ws();
+                    let k = self.string()?;
+                    self.expect(b':')?;
+                    let v = self.value()?;
+                    members.push((k, v));
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            return Ok(Json::Obj(members));
+                        }
+                        _ => return Err(format!("bad object at {}", self.i)),
+                    }
+                }
+            }
+            b'[' => {
+                self.i += 1;
+                let mut items = Vec::new();
+                self.ws();
+                if self.peek() == Some(b']') {
+                    self.i += 1;
+                    return Ok(Json::Arr(items));
+                }
+                loop {
+                    items.push(self.value()?);
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(Json::Arr(items));
+                        }
+                        _ => return Err(format!("bad array at {}", self.i)),
+                    }
+                }
+            }
+            b'"' => Ok(Json::Str(self.string()?)),
+            b't' => self.literal("true", Json::Bool(true)),
+            b'f' => self.literal("false", Json::Bool(false)),
+            b'n' => self.literal("null", Json::Null),
+            _ => {
+                let start = self.i;
+                while self.i < self.s.len()
+                    && matches!(self.s[self.i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    self.i += 1;
+                }
+                let text = std::str::from_utf8(&self.s[start..self.i]).map_err(|e| e.to_string())?;
+                text.parse().map(Json::Num).map_err(|_| format!("bad number {text:?} at {start}"))
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32, String> {
+        let h = self.s.get(self.i..self.i + 4).ok_or("short \\u escape")?;
+        self.i += 4;
+        u32::from_str_radix(std::str::from_utf8(h).map_err(|e| e.to_string())?, 16).map_err(|e| e.to_string())
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        if self.peek() != Some(b'"') {
+            return Err(format!("expected string at {}", self.i));
+        }
+        self.i += 1;
+        let mut out: Vec<u8> = Vec::new();
+        loop {
+            let b = self.peek().ok_or("unterminated string")?;
+            self.i += 1;
+            match b {
+                b'"' => return String::from_utf8(out).map_err(|e| e.to_string()),
+                b'\\' => {
+                    let e = self.peek().ok_or("unterminated escape")?;
+                    self.i += 1;
+                    let c = match e {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let hi = self.hex4()?;
+                            let code = if (0xd800..0xdc00).contains(&hi) {
+                                if !self.s[self.i..].starts_with(b"\\u") {
+                                    return Err("lone surrogate".into());
+                                }
+                                self.i += 2;
+                                let lo = self.hex4()?;
+                                0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00)
+                            } else {
+                                hi
+                            };
+                            char::from_u32(code).ok_or("bad \\u escape")?
+                        }
+                        _ => return Err(format!("bad escape at {}", self.i)),
+                    };
+                    let mut tmp = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+                }
+                0..=0x1f => return Err(format!("raw control character in string at {}", self.i)),
+                _ => out.push(b),
+            }
+        }
+    }
+}
