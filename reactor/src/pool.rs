@@ -66,7 +66,11 @@ impl<M: Send + 'static> WorkerPool<M> {
         on_panic: fn(u64, String) -> M,
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue { jobs: VecDeque::with_capacity(capacity), idle: 0, shutting_down: false }),
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::with_capacity(capacity),
+                idle: 0,
+                shutting_down: false,
+            }),
             job_ready: Condvar::new(),
             capacity,
             running: AtomicUsize::new(0),
