@@ -104,38 +104,35 @@ pub struct Framing {
     pub is_head: bool,
 }
 
-/// Checks the version on the request line before httparse sees it: rejects HTTP/2+ with 505
-/// and rewrites `HTTP/1.x` (x > 1) to `HTTP/1.1` in place. Returns `Ok(false)` if the request
-/// line is not complete yet.
-fn check_version(buf: &mut [u8], limits: &Limits) -> Result<bool, HttpError> {
-    let line_end = match buf.iter().take(limits.max_request_line + 1).position(|&b| b == b'\n') {
-        Some(i) => i,
-        None if buf.len() > limits.max_request_line => {
-            return Err(HttpError::new(414, "request line too long", true));
-        }
-        None => return Ok(false),
-    };
-    let line = &mut buf[..line_end];
-    let line = match line.last() {
-        Some(b'\r') => {
-            let n = line.len() - 1;
-            &mut line[..n]
-        }
-        _ => line,
-    };
-    // The version is the last 8 bytes: "HTTP/M.m".
-    if line.len() >= 8 {
-        let v = line.len() - 8;
-        let version = &mut line[v..];
-        if version.starts_with(b"HTTP/") && version[6] == b'.' && version[7].is_ascii_digit() {
-            match version[5] {
-                b'1' if version[7] > b'1' => version[7] = b'1',
-                b'2'..=b'9' => return Err(HttpError::new(505, "HTTP version not supported", true)),
-                _ => {}
-            }
-        }
+/// What [`parse`] returns for a request line naming `HTTP/1.2` .. `HTTP/1.9`: call
+/// [`downgrade_minor_version`] on the buffer and parse again (such requests are served as 1.1).
+pub const RETRY_AS_HTTP11: HttpError = HttpError::new(505, "newer HTTP/1 minor version", true);
+
+/// The version token at the end of the first line, if the line is complete ("HTTP/M.m").
+fn version_token(buf: &[u8]) -> Option<std::ops::Range<usize>> {
+    let end = buf.iter().position(|&b| b == b'\n')?;
+    let end = if end > 0 && buf[end - 1] == b'\r' { end - 1 } else { end };
+    let start = end.checked_sub(8)?;
+    let v = &buf[start..end];
+    (v.starts_with(b"HTTP/") && v[5].is_ascii_digit() && v[6] == b'.' && v[7].is_ascii_digit())
+        .then_some(start..end)
+}
+
+/// httparse only knows HTTP/1.0 and 1.1. Decide what its version error means: a later 1.x
+/// (retry as 1.1), HTTP/2 or later (505), or garbage (400).
+fn version_error(buf: &[u8]) -> HttpError {
+    match version_token(buf).map(|r| (buf[r.start + 5], buf[r.start + 7])) {
+        Some((b'1', minor)) if minor > b'1' => RETRY_AS_HTTP11,
+        Some((b'2'..=b'9', _)) => HttpError::new(505, "HTTP version not supported", true),
+        _ => HttpError::new(400, "malformed request line", true),
     }
-    Ok(true)
+}
+
+/// Rewrites `HTTP/1.x` on the request line to `HTTP/1.1` (after [`RETRY_AS_HTTP11`]).
+pub fn downgrade_minor_version(buf: &mut [u8]) {
+    if let Some(r) = version_token(buf) {
+        buf[r.end - 1] = b'1';
+    }
 }
 
 /// Parses the head at the start of `buf`. `Ok(None)` = incomplete, read more.
@@ -152,6 +149,10 @@ where
     let head_len = match req.parse_with_uninit_headers(buf, headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
+            // Only an incomplete head pays for these scans.
+            if buf.len() > limits.max_request_line && !buf[..limits.max_request_line + 1].contains(&b'\n') {
+                return Err(HttpError::new(414, "request line too long", true));
+            }
             if buf.len() > limits.max_header_bytes {
                 return Err(HttpError::new(431, "request header fields too large", true));
             }
@@ -160,7 +161,7 @@ where
         Err(httparse::Error::TooManyHeaders) => {
             return Err(HttpError::new(431, "too many header fields", true));
         }
-        Err(httparse::Error::Version) => return Err(HttpError::new(505, "HTTP version not supported", true)),
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
         Err(_) => return Err(HttpError::new(400, "malformed request head", true)),
     };
     if head_len > limits.max_header_bytes {
@@ -168,6 +169,10 @@ where
     }
     let method = req.method.unwrap_or("");
     let target = req.path.unwrap_or("");
+    // method SP target SP HTTP/1.1 CRLF
+    if method.len() + target.len() + 12 > limits.max_request_line + 2 {
+        return Err(HttpError::new(414, "request line too long", true));
+    }
     let version_minor = req.version.unwrap_or(1);
     let headers: &'h [httparse::Header<'b>] = req.headers;
 
@@ -180,33 +185,43 @@ where
     let mut expect_continue = false;
     for h in headers {
         let name = h.name;
-        if name.eq_ignore_ascii_case("content-length") {
-            for part in h.value.split(|&b| b == b',') {
-                let n =
-                    parse_decimal(trim(part)).ok_or(HttpError::new(400, "invalid Content-Length", true))?;
-                match content_length {
-                    Some(prev) if prev != n => {
-                        return Err(HttpError::new(400, "conflicting Content-Length", true));
+        // Dispatch on the length first: most headers (User-Agent, Accept, ...) match none of
+        // these and cost one comparison.
+        match name.len() {
+            14 if name.eq_ignore_ascii_case("content-length") => {
+                for part in h.value.split(|&b| b == b',') {
+                    let n = parse_decimal(trim(part)).ok_or(HttpError::new(
+                        400,
+                        "invalid Content-Length",
+                        true,
+                    ))?;
+                    match content_length {
+                        Some(prev) if prev != n => {
+                            return Err(HttpError::new(400, "conflicting Content-Length", true));
+                        }
+                        _ => content_length = Some(n),
                     }
-                    _ => content_length = Some(n),
                 }
             }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            if transfer_encoding {
-                return Err(HttpError::new(501, "unsupported transfer coding", true));
+            17 if name.eq_ignore_ascii_case("transfer-encoding") => {
+                if transfer_encoding {
+                    return Err(HttpError::new(501, "unsupported transfer coding", true));
+                }
+                transfer_encoding = true;
+                chunked = trim(h.value).eq_ignore_ascii_case(b"chunked");
             }
-            transfer_encoding = true;
-            chunked = trim(h.value).eq_ignore_ascii_case(b"chunked");
-        } else if name.eq_ignore_ascii_case("host") {
-            hosts += 1;
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in h.value.split(|&b| b == b',') {
-                let token = trim(token);
-                conn_close |= token.eq_ignore_ascii_case(b"close");
-                conn_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            4 if name.eq_ignore_ascii_case("host") => hosts += 1,
+            10 if name.eq_ignore_ascii_case("connection") => {
+                for token in h.value.split(|&b| b == b',') {
+                    let token = trim(token);
+                    conn_close |= token.eq_ignore_ascii_case(b"close");
+                    conn_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
             }
-        } else if name.eq_ignore_ascii_case("expect") {
-            expect_continue = trim(h.value).eq_ignore_ascii_case(b"100-continue");
+            6 if name.eq_ignore_ascii_case("expect") => {
+                expect_continue = trim(h.value).eq_ignore_ascii_case(b"100-continue");
+            }
+            _ => {}
         }
     }
     if transfer_encoding && content_length.is_some() {
@@ -238,22 +253,24 @@ where
     Ok(Some((request, framing)))
 }
 
-/// The version pre-check, then [`parse`]. Separate because the pre-check may patch `buf`.
-pub fn prepare(buf: &mut [u8], limits: &Limits) -> Result<bool, HttpError> {
-    check_version(buf, limits)
-}
-
 /// Splits a request target into path and query. For absolute-form (`http://host/p?q`) the
 /// path starts at the first `/` after the authority.
 fn split_target(target: &str) -> (&str, &str) {
-    let target = match target.find("://") {
-        Some(i) => match target[i + 3..].find('/') {
-            Some(j) => &target[i + 3 + j..],
-            None => "/",
+    let target = match target.as_bytes().first() {
+        // origin-form, the usual case: no scheme to look for.
+        Some(b'/') => target,
+        _ => match target.find("://") {
+            Some(i) => match target[i + 3..].find('/') {
+                Some(j) => &target[i + 3 + j..],
+                None => "/",
+            },
+            None => target,
         },
-        None => target,
     };
-    target.split_once('?').unwrap_or((target, ""))
+    match target.as_bytes().iter().position(|&b| b == b'?') {
+        Some(q) => (&target[..q], &target[q + 1..]),
+        None => (target, ""),
+    }
 }
 
 fn trim(mut s: &[u8]) -> &[u8] {
@@ -286,9 +303,12 @@ mod tests {
     fn run(raw: &str) -> Result<Option<Framing>, HttpError> {
         let limits = Limits::default();
         let mut buf = raw.as_bytes().to_vec();
-        if !prepare(&mut buf, &limits)? {
-            return Ok(None);
+        let mut headers = header_storage();
+        match parse(&buf, &mut headers, &limits) {
+            Err(e) if e == RETRY_AS_HTTP11 => {}
+            other => return Ok(other?.map(|(_, f)| f)),
         }
+        downgrade_minor_version(&mut buf);
         let mut headers = header_storage();
         Ok(parse(&buf, &mut headers, &limits)?.map(|(_, f)| f))
     }

@@ -133,11 +133,18 @@ pub struct HeadContext<'a> {
 
 /// Appends the status line and headers (ending with the blank line) to `out`.
 pub fn write_head(out: &mut Vec<u8>, resp: &Response, ctx: &HeadContext<'_>) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_u64(out, resp.status as u64);
-    out.push(b' ');
-    out.extend_from_slice(reason(resp.status).as_bytes());
-    out.extend_from_slice(b"\r\nServer: tidings\r\nDate: ");
+    match resp.status {
+        // The common status lines as one constant copy each.
+        200 => out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: tidings\r\nDate: "),
+        304 => out.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\nServer: tidings\r\nDate: "),
+        status => {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            push_u64(out, status as u64);
+            out.push(b' ');
+            out.extend_from_slice(reason(status).as_bytes());
+            out.extend_from_slice(b"\r\nServer: tidings\r\nDate: ");
+        }
+    }
     out.extend_from_slice(ctx.date);
     if !is_bodiless(resp.status) {
         out.extend_from_slice(b"\r\nContent-Length: ");

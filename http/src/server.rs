@@ -499,48 +499,55 @@ impl<S: Service> Server<S> {
     /// Parses and dispatches every complete request in the buffer, in order, until the
     /// buffer runs dry, a responder is kept, or the output is over its cap (backpressure).
     fn process(&mut self, r: &mut Reactor<S::Msg>, key: usize) {
+        let Some(conn) = self.core.conns.get_mut(key) else { return };
+        // The buffer leaves the connection while requests borrow from it; `at` walks through
+        // the pipelined requests and the consumed prefix is dropped once, at the end.
+        let mut buf = std::mem::take(&mut conn.rbuf);
+        let mut at = 0;
         loop {
-            let Some(conn) = self.core.conns.get_mut(key) else { return };
-            if conn.current.is_some()
-                || conn.close_after_flush
-                || conn.lingering
-                || conn.rbuf.is_empty()
-                || conn.out.len() > self.core.config.limits.max_output_bytes
-            {
-                return;
-            }
-            let mut buf = std::mem::take(&mut conn.rbuf);
-            let consumed = self.next_request(r, key, &mut buf);
-            let Some(conn) = self.core.conns.get_mut(key) else {
+            let Some(conn) = self.core.conns.get(key) else {
                 self.core.pool.give(buf);
                 return;
             };
-            match consumed {
-                Some(n) => {
-                    buf.drain(..n);
-                    conn.rbuf = buf;
-                }
-                None => {
-                    conn.rbuf = buf;
-                    return;
-                }
+            if conn.current.is_some()
+                || conn.close_after_flush
+                || conn.lingering
+                || at == buf.len()
+                || conn.out.len() > self.core.config.limits.max_output_bytes
+            {
+                break;
             }
+            match self.next_request(r, key, &mut buf, at) {
+                Some(n) => at += n,
+                None => break,
+            }
+        }
+        buf.drain(..at);
+        match self.core.conns.get_mut(key) {
+            Some(conn) => conn.rbuf = buf,
+            None => self.core.pool.give(buf),
         }
     }
 
-    /// Handles the request at the start of `buf`. Returns the bytes it used, or `None` if it
-    /// is incomplete (or the connection must stop reading requests).
-    fn next_request(&mut self, r: &mut Reactor<S::Msg>, key: usize, buf: &mut Vec<u8>) -> Option<usize> {
+    /// Handles the request at `buf[at..]`. Returns the bytes it used, or `None` if it is
+    /// incomplete (or the connection must stop reading requests).
+    fn next_request(
+        &mut self,
+        r: &mut Reactor<S::Msg>,
+        key: usize,
+        buf: &mut Vec<u8>,
+        at: usize,
+    ) -> Option<usize> {
         let limits = self.core.config.limits;
-        match request::prepare(buf, &limits) {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => return self.core.reject(r, key, e),
-        }
         let mut headers = request::header_storage();
-        let (mut req, framing) = match request::parse(buf, &mut headers, &limits) {
+        let (mut req, framing) = match request::parse(&buf[at..], &mut headers, &limits) {
             Ok(Some(parsed)) => parsed,
             Ok(None) => return None,
+            Err(e) if e == request::RETRY_AS_HTTP11 => {
+                // HTTP/1.2..1.9: served as 1.1 (rare path: patch the line, parse again).
+                request::downgrade_minor_version(&mut buf[at..]);
+                return self.next_request(r, key, buf, at);
+            }
             Err(e) => return self.core.reject(r, key, e),
         };
         let head_len = framing.head_len;
@@ -548,11 +555,11 @@ impl<S: Service> Server<S> {
         let body_end = match framing.body {
             BodyKind::None => head_len,
             BodyKind::Length(n) => {
-                if buf.len() < head_len + n {
+                if buf.len() - at < head_len + n {
                     self.core.await_body(key, framing, pending);
                     return None;
                 }
-                req.body = &buf[head_len..head_len + n];
+                req.body = &buf[at + head_len..at + head_len + n];
                 head_len + n
             }
             BodyKind::Chunked => {
@@ -564,12 +571,13 @@ impl<S: Service> Server<S> {
                 let decoder = p.chunked.get_or_insert_with(ChunkedDecoder::new);
                 // The raw bytes decoded so far were removed from the buffer (see below), so
                 // decoding always resumes right after the head.
-                let used = match decoder.decode(&buf[head_len..], &mut p.decoded, limits.max_body_bytes) {
+                let used = match decoder.decode(&buf[at + head_len..], &mut p.decoded, limits.max_body_bytes)
+                {
                     Ok(used) => used,
                     Err(e) => return self.core.reject(r, key, e),
                 };
                 if !decoder.is_done() {
-                    buf.drain(head_len..head_len + used);
+                    buf.drain(at + head_len..at + head_len + used);
                     self.core.await_body(key, framing, pending);
                     return None;
                 }
