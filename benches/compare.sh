@@ -167,13 +167,13 @@ if [ -n "$PY" ]; then
   for app in longpoll_futures longpoll_seed; do
     start "$app" 18311 "$PY" "benches/peers/tornado/$app.py" 127.0.0.1 18311
     pidvar=PID_$app
-    lp_run "tornado ${app#longpoll_}" "${!pidvar}" 18311 1000
+    lp_run "tornado ${app#longpoll_}" "${!pidvar}" 18311 5000
     kill "${!pidvar}"; wait "${!pidvar}" 2>/dev/null || true
   done
 fi
 
 start tidings 18312 "$TIDINGS" --listen 127.0.0.1:18312 --poll-timeout 300
-fan=$(taskset -c "$LOAD_CPU" "$LOAD" fanout --addr 127.0.0.1:18312 -n 10000 --burst 50 2>>"$LOG" | grep '^RESULT' || true)
+fan=$(taskset -c "$LOAD_CPU" "$LOAD" fanout --addr 127.0.0.1:18312 -n 10000 --burst 50 --pid "$PID_tidings" 2>>"$LOG" | grep '^RESULT' || true)
 echo "fanout $fan" >>"$LOG"
 
 {

@@ -7,8 +7,13 @@ import json
 import sys
 
 import tornado.ioloop
+import tornado.gen
 import tornado.web
 from tornado.concurrent import Future
+
+def compact(obj):
+    return json.dumps(obj, separators=(",", ":"))
+
 
 channels = {}  # name -> {"last": int, "messages": [(seq, text)], "waiters": set(Future)}
 
@@ -22,7 +27,7 @@ def answer(handler, name, ch, since):
     nxt = msgs[-1]["seq"] if msgs else ch["last"]
     handler.set_header("ETag", '"%d"' % nxt)
     handler.set_header("Cache-Control", "no-cache")
-    handler.finish(json.dumps({"channel": name, "messages": msgs, "next": nxt, "missed": 0}))
+    handler.finish(compact({"channel": name, "messages": msgs, "next": nxt, "missed": 0}))
 
 
 class Pub(tornado.web.RequestHandler):
@@ -35,7 +40,7 @@ class Pub(tornado.web.RequestHandler):
         for f in waiters:
             if not f.done():
                 f.set_result(True)
-        self.write({"seq": ch["last"], "subscribers": len(waiters)})
+        self.write(compact({"seq": ch["last"], "subscribers": len(waiters)}))
 
 
 class Sub(tornado.web.RequestHandler):
@@ -65,6 +70,12 @@ class Sub(tornado.web.RequestHandler):
             w.set_exception(RuntimeError("client gone"))
 
 
+class Stats(tornado.web.RequestHandler):
+    def get(self):
+        n = sum(len(c["waiters"]) for c in channels.values())
+        self.write(compact({"waiting_polls": n, "channels": len(channels)}))
+
+
 class Plain(tornado.web.RequestHandler):
     def get(self):
         self.write("Hello, World!")
@@ -72,7 +83,7 @@ class Plain(tornado.web.RequestHandler):
 
 def main():
     host, port = sys.argv[1], int(sys.argv[2])
-    app = tornado.web.Application([(r"/pub/([^/]+)", Pub), (r"/sub/([^/]+)", Sub), (r"/plaintext", Plain)])
+    app = tornado.web.Application([(r"/pub/([^/]+)", Pub), (r"/sub/([^/]+)", Sub), (r"/plaintext", Plain), (r"/stats", Stats)])
     app.listen(port, address=host)
     tornado.ioloop.IOLoop.current().start()
 

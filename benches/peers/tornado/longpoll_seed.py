@@ -13,9 +13,15 @@ import sys
 import time
 
 import tornado.ioloop
+import tornado.gen
 import tornado.web
 
+def compact(obj):
+    return json.dumps(obj, separators=(",", ":"))
+
+
 channels = {}  # name -> {"last": int, "queue": [(seq, text)]}
+waiting = 0  # held polls, for /stats
 
 
 def channel(name):
@@ -28,7 +34,7 @@ class Pub(tornado.web.RequestHandler):
         ch["last"] += 1
         ch["queue"].append((ch["last"], self.request.body.decode("utf-8", "replace")))
         del ch["queue"][:-1000]
-        self.write({"seq": ch["last"], "subscribers": 0})
+        self.write(compact({"seq": ch["last"], "subscribers": 0}))
 
 
 class Sub(tornado.web.RequestHandler):
@@ -37,12 +43,20 @@ class Sub(tornado.web.RequestHandler):
         since = int(self.get_argument("since", ch["last"]))
         deadline = time.monotonic() + float(self.get_argument("timeout", "10"))
         waited = 0.0
+        global waiting
+        waiting += 1
+        try:
+            await self.hold(name, ch, since, deadline, waited)
+        finally:
+            waiting -= 1
+
+    async def hold(self, name, ch, since, deadline, waited):
         while True:
             fresh = [m for m in ch["queue"] if m[0] > since]
             if fresh:
                 msgs = [{"seq": s, "data": d} for s, d in fresh[:100]]
                 self.set_header("ETag", '"%d"' % msgs[-1]["seq"])
-                self.finish(json.dumps({"channel": name, "messages": msgs, "next": msgs[-1]["seq"], "missed": 0}))
+                self.finish(compact({"channel": name, "messages": msgs, "next": msgs[-1]["seq"], "missed": 0}))
                 return
             if time.monotonic() >= deadline:
                 self.set_status(304)
@@ -53,6 +67,11 @@ class Sub(tornado.web.RequestHandler):
             await tornado.gen.sleep(step)
 
 
+class Stats(tornado.web.RequestHandler):
+    def get(self):
+        self.write(compact({"waiting_polls": waiting, "channels": len(channels)}))
+
+
 class Plain(tornado.web.RequestHandler):
     def get(self):
         self.write("Hello, World!")
@@ -60,7 +79,7 @@ class Plain(tornado.web.RequestHandler):
 
 def main():
     host, port = sys.argv[1], int(sys.argv[2])
-    app = tornado.web.Application([(r"/pub/([^/]+)", Pub), (r"/sub/([^/]+)", Sub), (r"/plaintext", Plain)])
+    app = tornado.web.Application([(r"/pub/([^/]+)", Pub), (r"/sub/([^/]+)", Sub), (r"/plaintext", Plain), (r"/stats", Stats)])
     app.listen(port, address=host)
     tornado.ioloop.IOLoop.current().start()
 
