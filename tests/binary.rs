@@ -203,3 +203,92 @@ fn graceful_stop(signo: i32) {
     // The port is closed.
     assert!(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err());
 }
+
+/// An argument that is not UTF-8 is a usage error (exit 2, one line), not a panic
+/// (`std::env::args()` panics on one).
+#[test]
+fn a_non_utf8_argument_exits_2() {
+    use std::os::unix::ffi::OsStrExt;
+    let out = Command::new(tidings_bin())
+        .args(["--listen", "127.0.0.1:0", "--retain"])
+        .arg(std::ffi::OsStr::from_bytes(b"\xff5"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tidings");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
+
+/// Limits at the top of their range are accepted and do not overflow anything: a work queue
+/// of 2^64-1 (was preallocated: "capacity overflow" panic at start), a message and head limit
+/// of 2^64-1 (the read buffer cap is their sum).
+#[test]
+fn limits_at_their_maximum_do_not_panic() {
+    let max = u64::MAX.to_string();
+    let server = Child::spawn(&["--work-queue", &max, "--max-message", &max, "--max-header-bytes", &max]);
+    let addr = server.addr;
+    let mut c = Client::connect(addr);
+    assert_eq!(c.get("/plaintext").text(), "Hello, World!");
+    assert_eq!(c.post("/pub/big", &vec![b'x'; 200_000]).json().get("seq").as_u64(), 1);
+    assert_eq!(c.get("/work?ms=1").status, 200);
+    assert_eq!(c.get("/sub/big?since=0").json().get("next").as_u64(), 1);
+    assert!(!server.stderr().contains("panicked"), "{}", server.stderr());
+}
+
+/// stderr is a pipe whose reader went away (a log collector that died, `tidings | head`):
+/// every later log line fails with EPIPE. With `--access-log` that is every request, and a
+/// panicking `/work` job logs too: the hub must go on serving and still stop with exit 0.
+/// (`eprintln!` panics on such a write error; the hub's logging drops the line instead.)
+#[test]
+fn a_closed_stderr_pipe_does_not_stop_the_hub() {
+    use std::io::{BufRead, BufReader};
+    /// Kills the child if the test fails half-way.
+    struct Guard(std::process::Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Command::new(tidings_bin())
+        .args(["--listen", "127.0.0.1:0", "--access-log", "--workers", "1"])
+        .env(app::service::TEST_PANIC_ENV, "7")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tidings");
+    let pipe = child.stderr.take().expect("stderr pipe");
+    let mut child = Guard(child);
+    let mut lines = BufReader::new(pipe).lines();
+    let addr = loop {
+        let line = lines.next().expect("tidings did not start").expect("read stderr");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().expect("listening address");
+        }
+    };
+    drop(lines); // closes the read end: every later write to stderr fails with EPIPE
+    let mut c = Client::connect(addr);
+    for _ in 0..3 {
+        assert_eq!(c.get("/plaintext").text(), "Hello, World!");
+    }
+    assert_eq!(c.get("/work?ms=7").status, 500); // logs "/work job panicked"
+    assert_eq!(c.post("/pub/x", b"m").status, 200);
+    assert_eq!(get(addr, "/plaintext").status, 200);
+    drop(c);
+    // SAFETY: plain kill(2) on our own child's pid, not reaped yet.
+    assert_eq!(unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.0.try_wait().expect("try_wait") {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            panic!("tidings did not stop within 10 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "{status}");
+}

@@ -1,30 +1,38 @@
 //! The `tidings` binary: parse flags, run the hub, exit 0 after a graceful stop.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let opts = match app::parse_args(std::env::args().skip(1)) {
+    // `std::env::args()` would panic on an argument that is not UTF-8: make it a usage error.
+    let args: Result<Vec<String>, _> = std::env::args_os().skip(1).map(|a| a.into_string()).collect();
+    let parsed = match args {
+        Ok(args) => app::parse_args(args),
+        Err(bad) => Err(format!("argument {bad:?} is not valid UTF-8")),
+    };
+    // Output never panics (print!/eprintln! do on a closed pipe): `tidings --help | head -1`.
+    let opts = match parsed {
         Ok(app::Command::Run(opts)) => opts,
         Ok(app::Command::Help) => {
-            print!("{}", app::USAGE);
+            let _ = std::io::stdout().write_all(app::USAGE.as_bytes());
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("tidings: {e}");
+            app::log(format_args!("{e}"));
             return ExitCode::from(2);
         }
     };
     let workers = opts.workers;
     let result = app::run(opts, |addr| {
-        eprintln!("tidings: listening on http://{addr} (1 reactor thread, {workers} workers)");
+        app::log(format_args!("listening on http://{addr} (1 reactor thread, {workers} workers)"));
     });
     match result {
         Ok(()) => {
-            eprintln!("tidings: stopped");
+            app::log(format_args!("stopped"));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("tidings: {e}");
+            app::log(format_args!("{e}"));
             ExitCode::FAILURE
         }
     }

@@ -47,7 +47,16 @@ pub struct Tidings {
     jobs: Slab<Responder>,
     /// Set at shutdown: running jobs stop early, so the pool's threads join promptly.
     stopping: Arc<AtomicBool>,
+    /// Test-only: `/work` jobs of exactly this many ms panic (see [`TEST_PANIC_ENV`]).
+    panic_ms: Option<u64>,
 }
+
+/// Test-only fault injection, off unless this environment variable is set when the service
+/// starts: `TIDINGS_TEST_PANIC_MS=<ms>` makes every `/work?ms=<ms>` job panic in its worker
+/// thread, so the tests can check that a panicking job is answered 500 and that the pool
+/// keeps its threads. Read once, in [`Tidings::new`]; there is no flag and no route that sets
+/// it, so nothing reachable from the network can turn it on.
+pub const TEST_PANIC_ENV: &str = "TIDINGS_TEST_PANIC_MS";
 
 const PAGE: &str = include_str!("page.html");
 const MAX_WORK_MS: u64 = 10_000;
@@ -61,7 +70,12 @@ impl Tidings {
     pub fn new(opts: Options, remote: Remote<Msg>) -> std::io::Result<Tidings> {
         let pool = WorkerPool::new(opts.workers, opts.work_queue, remote, on_job_panic)?;
         let stopping = Arc::new(AtomicBool::new(false));
-        Ok(Tidings { hub: Hub::new(opts.hub_limits()), opts, pool, jobs: Slab::new(), stopping })
+        let panic_ms = std::env::var(TEST_PANIC_ENV).ok().and_then(|v| v.trim().parse().ok());
+        if let Some(ms) = panic_ms {
+            crate::log(format_args!("{TEST_PANIC_ENV}={ms}: /work?ms={ms} jobs will panic (test only)"));
+        }
+        let hub = Hub::new(opts.hub_limits());
+        Ok(Tidings { hub, opts, pool, jobs: Slab::new(), stopping, panic_ms })
     }
 
     pub fn hub(&self) -> &Hub {
@@ -71,7 +85,7 @@ impl Tidings {
     /// Sends `resp`, logging it if `--access-log` is on. A closed connection is not an error.
     fn answer(&self, ctx: &mut Ctx<'_, Msg>, responder: Responder, resp: Response, what: &str) {
         if self.opts.access_log {
-            eprintln!("tidings: {what} -> {}", resp.status);
+            crate::log(format_args!("{what} -> {}", resp.status));
         }
         let _ = ctx.respond(responder, resp);
     }
@@ -124,7 +138,10 @@ impl Tidings {
                     .header("Cache-Control", "no-cache");
                 self.answer(ctx, responder, resp, req.target);
             }
-            Ok(Poll::Hold { chan, cursor }) if timeout.is_zero() => {
+            // Nothing to wait for: `timeout=0`, or the server is stopping (the held polls
+            // were answered 304 at shutdown; one whose request completes later gets the same
+            // at once rather than holding the stop until its deadline).
+            Ok(Poll::Hold { chan, cursor }) if timeout.is_zero() || self.stopping.load(Ordering::Relaxed) => {
                 self.hub.release_channel(chan);
                 self.answer(ctx, responder, not_modified(cursor), req.target);
             }
@@ -145,7 +162,13 @@ impl Tidings {
         let entry = self.jobs.vacant_entry();
         let ticket = entry.key() as u64;
         let stopping = self.stopping.clone();
-        let job = move || Msg::WorkDone { ticket, outcome: Ok(run_job(ms, &stopping)) };
+        let panics = self.panic_ms == Some(ms);
+        let job = move || {
+            if panics {
+                panic!("{TEST_PANIC_ENV}: injected panic of /work?ms={ms}");
+            }
+            Msg::WorkDone { ticket, outcome: Ok(run_job(ms, &stopping)) }
+        };
         match self.pool.submit(ticket, job) {
             Ok(()) => {
                 entry.insert(responder);
@@ -288,7 +311,7 @@ impl Service for Tidings {
                 Response::json(200, body.into_bytes())
             }
             Err(panic) => {
-                eprintln!("tidings: /work job panicked: {panic}");
+                crate::log(format_args!("/work job panicked: {panic}"));
                 Response::text(500, "job failed")
             }
         };

@@ -170,7 +170,7 @@ where
     let method = req.method.unwrap_or("");
     let target = req.path.unwrap_or("");
     // method SP target SP HTTP/1.1 CRLF
-    if method.len() + target.len() + 12 > limits.max_request_line + 2 {
+    if method.len() + target.len() + 12 > limits.max_request_line.saturating_add(2) {
         return Err(HttpError::new(414, "request line too long", true));
     }
     let version_minor = req.version.unwrap_or(1);

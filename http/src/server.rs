@@ -17,7 +17,7 @@
 //! cancel the connection's timer, tell the service if it kept a responder, return buffers,
 //! and only then close the fd (by dropping the stream).
 
-use std::io;
+use std::io::{self, Write as _};
 use std::time::Duration;
 
 use reactor::net::{ListenOptions, Listener, Stream};
@@ -365,7 +365,7 @@ impl<S: Service> Server<S> {
             match listener.accept() {
                 Ok((stream, _peer)) => {
                     if let Err(e) = self.add_conn(r, stream) {
-                        eprintln!("tidings: cannot register connection: {e}");
+                        log(format_args!("cannot register connection: {e}"));
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -383,7 +383,7 @@ impl<S: Service> Server<S> {
                     return;
                 }
                 Err(e) => {
-                    eprintln!("tidings: accept failed: {e}");
+                    log(format_args!("accept failed: {e}"));
                     return;
                 }
             }
@@ -850,6 +850,13 @@ impl<S: Service> Server<S> {
     }
 }
 
+/// One line on stderr, `tidings: ` first. Unlike `eprintln!`, which panics when stderr is a
+/// pipe nobody reads any more (EPIPE: SIGPIPE is ignored), a failed write is dropped: a log
+/// line is never worth the loop.
+fn log(args: std::fmt::Arguments<'_>) {
+    let _ = writeln!(io::stderr().lock(), "tidings: {args}");
+}
+
 fn conn_forget_input(conn: &mut Conn) {
     conn.rbuf.clear();
     conn.pending = None;
@@ -927,7 +934,7 @@ impl Core {
     fn deadline(&self, key: usize) -> Option<u64> {
         let conn = &self.conns[key];
         let c = &self.config;
-        let ms = |d: Duration| d.as_millis() as u64;
+        let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
         let timeout = match conn.wait {
             Wait::Idle => ms(c.keepalive_timeout),
             Wait::Head => ms(c.header_timeout),
@@ -935,7 +942,7 @@ impl Core {
             Wait::Linger => LINGER,
             Wait::Service => return None,
         };
-        Some(conn.since + timeout)
+        Some(conn.since.saturating_add(timeout))
     }
 
     /// Keeps one timer per connection, armed at or before its deadline. Lazy: when the
@@ -1006,6 +1013,7 @@ impl<S: Service> Handler<S::Msg> for Server<S> {
 impl Limits {
     /// The most bytes a connection's read buffer may hold: a full head and a full body.
     pub(crate) fn read_cap(&self) -> usize {
-        self.max_header_bytes + self.max_body_bytes + 4096
+        // Saturating: the limits are the operator's (e.g. `--max-message` of any size).
+        self.max_header_bytes.saturating_add(self.max_body_bytes).saturating_add(4096)
     }
 }

@@ -305,7 +305,8 @@ impl<M> Reactor<M> {
 
     /// The first whole tick at or after `after` from now (rounded up: never early).
     fn deadline_tick(&self, after: Duration) -> u64 {
-        let nanos = (self.start.elapsed() + after).as_nanos();
+        // Saturating: `Duration + Duration` panics on overflow (e.g. `after = Duration::MAX`).
+        let nanos = self.start.elapsed().saturating_add(after).as_nanos();
         nanos.div_ceil(1_000_000).min(u64::MAX as u128) as u64
     }
 

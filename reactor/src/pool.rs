@@ -67,7 +67,9 @@ impl<M: Send + 'static> WorkerPool<M> {
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
-                jobs: VecDeque::with_capacity(capacity),
+                // Grown on demand: a huge `capacity` (e.g. `--work-queue` 10^12) must not be
+                // allocated up front (that would abort, or panic with "capacity overflow").
+                jobs: VecDeque::with_capacity(capacity.min(1024)),
                 idle: 0,
                 shutting_down: false,
             }),
@@ -100,7 +102,7 @@ impl<M: Send + 'static> WorkerPool<M> {
         }
         // Capacity counts jobs that wait for a thread, not the ones an idle thread is about
         // to take: with capacity 0, a job is still accepted while a worker is free.
-        if q.jobs.len() >= self.shared.capacity + q.idle {
+        if q.jobs.len() >= self.shared.capacity.saturating_add(q.idle) {
             return Err(SubmitError::Full);
         }
         q.jobs.push_back((ticket, Box::new(job)));

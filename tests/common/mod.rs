@@ -107,14 +107,20 @@ pub struct Child {
 impl Child {
     /// Starts `tidings --listen 127.0.0.1:0 ARGS..` and waits for its "listening on" line.
     pub fn spawn(args: &[&str]) -> Child {
-        let mut child = Command::new(tidings_bin())
-            .args(["--listen", "127.0.0.1:0"])
+        Child::spawn_with(args, |_| {})
+    }
+
+    /// Like [`Child::spawn`], with `configure` applied to the command before it starts (an
+    /// environment variable, a `pre_exec` setting a resource limit, ..).
+    pub fn spawn_with(args: &[&str], configure: impl FnOnce(&mut Command)) -> Child {
+        let mut cmd = Command::new(tidings_bin());
+        cmd.args(["--listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tidings");
+            .stderr(Stdio::piped());
+        configure(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn tidings");
         let pid = child.id();
         let stderr = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
@@ -173,7 +179,12 @@ impl Child {
 
     /// Open file descriptors of the child, from /proc/PID/fd.
     pub fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid)).expect("read /proc/PID/fd").count()
+        proc_fd_count(self.pid)
+    }
+
+    /// Resident memory of the child in bytes (VmRSS of /proc/PID/status).
+    pub fn rss(&self) -> u64 {
+        proc_rss(self.pid)
     }
 }
 
@@ -182,6 +193,19 @@ impl Drop for Child {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Open file descriptors of process `pid`, from /proc/PID/fd.
+pub fn proc_fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("read /proc/PID/fd").count()
+}
+
+/// Resident memory of process `pid` in bytes (VmRSS of /proc/PID/status).
+pub fn proc_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS in /proc/PID/status");
+    let kib: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("VmRSS value");
+    kib * 1024
 }
 
 /// utime + stime of process `pid` (fields 14 and 15 of /proc/PID/stat, in clock ticks).
@@ -236,11 +260,16 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).expect("connect");
-        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Client { stream, buf: Vec::new() }
+        Client::try_connect(addr).expect("connect")
+    }
+
+    /// Like [`Client::connect`], but a refused (or failed) connection is an error, not a panic.
+    pub fn try_connect(addr: SocketAddr) -> io::Result<Client> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+        stream.set_read_timeout(Some(READ_TIMEOUT))?;
+        stream.set_write_timeout(Some(READ_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        Ok(Client { stream, buf: Vec::new() })
     }
 
     pub fn set_read_timeout(&self, t: Duration) {
