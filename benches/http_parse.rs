@@ -1,5 +1,6 @@
 //! Parse + respond, per request, without sockets: what the HTTP layer itself costs on top of
-//! the syscalls. A typical browser-like GET, and a pipelined batch of 16 parsed from one buffer.
+//! the syscalls. A typical browser-like GET, the minimal GET the load generator sends, and a
+//! pipelined batch of 16 browser-like GETs parsed from one buffer.
 //!
 //! `cargo bench --bench http_parse`
 
@@ -16,6 +17,9 @@ Accept-Language: en-US,en;q=0.5\r\n\
 Accept-Encoding: gzip, deflate\r\n\
 Connection: keep-alive\r\n\
 Cache-Control: max-age=0\r\n\r\n";
+
+/// What `tidings-load` (and so `benches/compare.sh`) sends.
+const MINIMAL: &[u8] = b"GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:18302\r\n\r\n";
 
 /// Parses the request at the start of `buf` and appends its answer to `out`; returns the
 /// request's length.
@@ -45,6 +49,14 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             black_box(parse_and_respond(&one, &mut out, &limits, &date));
+        })
+    });
+
+    let minimal = MINIMAL.to_vec();
+    g.bench_function("get_minimal", |b| {
+        b.iter(|| {
+            out.clear();
+            black_box(parse_and_respond(&minimal, &mut out, &limits, &date));
         })
     });
 
