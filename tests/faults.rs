@@ -39,22 +39,6 @@ fn set_sockopt(s: &TcpStream, level: libc::c_int, name: libc::c_int, value: libc
     assert_eq!(rc, 0, "setsockopt({level}, {name})");
 }
 
-/// Closes `s` with an RST (SO_LINGER 0) instead of a FIN.
-fn reset(s: TcpStream) {
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: setsockopt on our own open socket with a live, correctly sized linger struct.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-    drop(s);
-}
-
 /// Threads of process `pid` (entries of /proc/PID/task).
 fn thread_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).expect("read /proc/PID/task").count()
@@ -608,4 +592,36 @@ fn a_poll_completed_during_shutdown_is_answered_at_once() {
     assert!(answered < Duration::from_secs(1), "the late poll was answered after {answered:?}");
     assert_eq!(status.code(), Some(0));
     assert!(took < Duration::from_secs(2), "stopped after {took:?}, held by the late poll");
+}
+
+// ----- the connection limit ----------------------------------------------------------------
+
+/// With `--max-connections 3`, a fourth client is not refused and not answered: its
+/// connection waits in the kernel's backlog (the hub stops accepting) while the three are
+/// served, and it is served as soon as one of them leaves.
+#[test]
+fn past_max_connections_newcomers_wait_in_the_backlog_until_one_leaves() {
+    let _serial = serial();
+    let server = Child::spawn(&["--max-connections", "3"]);
+    let addr = server.addr;
+    let mut three: Vec<Client> = (0..3)
+        .map(|_| {
+            let mut c = Client::connect(addr);
+            assert_eq!(c.get("/plaintext").status, 200);
+            c
+        })
+        .collect();
+    // The TCP handshake completes in the kernel; the hub does not accept it yet.
+    let mut late = Client::connect(addr);
+    late.send_request("GET", "/plaintext", &[], b"");
+    late.expect_silence(Duration::from_millis(500)).expect("answered past --max-connections");
+    assert_eq!(three[0].get("/stats").json().get("connections").as_u64(), 3);
+    assert_eq!(three[1].get("/plaintext").status, 200, "the hub still serves the three");
+
+    let t0 = Instant::now();
+    three.pop().unwrap().close();
+    let r = late.read_response().expect("served once a slot was free");
+    assert_eq!(r.text(), "Hello, World!");
+    assert!(t0.elapsed() < Duration::from_secs(2), "served {:?} after a slot was freed", t0.elapsed());
+    assert_eq!(three[0].get("/stats").json().get("connections").as_u64(), 3);
 }

@@ -270,22 +270,6 @@ fn worker_client(sh: &Shared, id: u64) {
 
 // ----- aborted clients ---------------------------------------------------------------------
 
-/// Closes with an RST (SO_LINGER 0) instead of a FIN.
-fn rst(s: TcpStream) {
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    use std::os::fd::AsRawFd;
-    // SAFETY: setsockopt on our own open socket with a live, correctly sized linger struct.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-}
-
 fn aborter(sh: &Shared, id: u64) {
     let mut rng = Rng::new(7000 + id);
     while !sh.stopped() {
@@ -310,7 +294,7 @@ fn aborter(sh: &Shared, id: u64) {
         };
         sleep_ms(rng.below(if kind == 2 || kind == 3 { 300 } else { 50 }));
         if rng.below(2) == 0 {
-            rst(s);
+            reset(s);
         } else {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }

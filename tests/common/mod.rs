@@ -391,24 +391,28 @@ impl Client {
 
     /// Closes abruptly: SO_LINGER 0, so the kernel sends RST instead of FIN.
     pub fn reset(self) {
-        use std::os::fd::AsRawFd;
-        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-        // SAFETY: setsockopt on our own open socket with a live, correctly sized linger struct.
-        unsafe {
-            libc::setsockopt(
-                self.stream.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                &linger as *const libc::linger as *const libc::c_void,
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            );
-        }
-        drop(self);
+        reset(self.stream);
     }
 
     /// Closes gracefully (FIN).
     pub fn close(self) {
         let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// Closes `s` abruptly: SO_LINGER 0, so the kernel sends RST instead of FIN.
+pub fn reset(s: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt on our own open socket with a live, correctly sized linger struct.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
     }
 }
 
