@@ -126,7 +126,7 @@ fuzz_target!(|data: &[u8]| {
         let mut client = lb.connect(small_rcvbuf);
         for w in cuts.windows(2) {
             lb.send(&mut client, &stream[w[0]..w[1]], !read_late);
-            if client.eof || client.reset {
+            if client.eof || client.reset || client.write_broken {
                 break;
             }
         }
@@ -277,12 +277,20 @@ fn compare(got: &[Received], model: &Model, complete: bool) {
             Ok(status) => {
                 assert_eq!(r.status, status, "answer {i}: {:?}; model: {w:?}", r.head);
                 if let Some(body) = &w.body {
-                    assert!(r.body == *body, "answer {i}: body {:?}; model: {w:?}", String::from_utf8_lossy(&r.body));
+                    assert!(
+                        r.body == *body,
+                        "answer {i}: body {:?}; model: {w:?}",
+                        String::from_utf8_lossy(&r.body)
+                    );
                 }
             }
             Err(true) => assert_eq!(r.status, 400, "answer {i}: {:?}; model: {w:?}", r.head),
             Err(false) => {
-                assert!([400, 413, 414, 431, 501, 505].contains(&r.status), "answer {i}: {:?}; model: {w:?}", r.head)
+                assert!(
+                    [400, 413, 414, 431, 501, 505].contains(&r.status),
+                    "answer {i}: {:?}; model: {w:?}",
+                    r.head
+                )
             }
         }
         let connection = r.header("connection").map(str::to_ascii_lowercase);

@@ -34,11 +34,22 @@ const MAX_CHANNELS: usize = 3;
 
 #[derive(Debug)]
 enum Op {
-    Publish { name: usize, data: Vec<u8> },
-    Subscribe { name: usize, cursor: Option<u64> },
+    Publish {
+        name: usize,
+        data: Vec<u8>,
+    },
+    Subscribe {
+        name: usize,
+        cursor: Option<u64>,
+    },
     /// A raw `GET /sub/{name}?{query}` with an optional If-None-Match (service phase only;
     /// in the hub phase it is a subscribe without cursor).
-    Raw { name: usize, query: Vec<u8>, inm: Option<Vec<u8>>, on_publisher: bool },
+    Raw {
+        name: usize,
+        query: Vec<u8>,
+        inm: Option<Vec<u8>>,
+        on_publisher: bool,
+    },
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -194,7 +205,8 @@ impl Model {
 /// Reads a hub answer back into the model's terms, checking it is valid JSON of the
 /// documented shape.
 fn read_answer(body: &[u8], channel: &str) -> Answer {
-    let doc = json::parse(body).unwrap_or_else(|e| panic!("answer is not JSON ({e}): {:?}", String::from_utf8_lossy(body)));
+    let doc = json::parse(body)
+        .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {:?}", String::from_utf8_lossy(body)));
     assert_eq!(doc.get("channel").and_then(Json::str), Some(channel), "channel field");
     let messages = doc
         .get("messages")
@@ -273,7 +285,8 @@ fn hub_model_check(ops: &[Op], names: &[String], limits: HubLimits) {
         assert!(stats.channels <= limits.max_channels);
         assert_eq!(stats.waiting_polls, 0);
         assert_eq!(stats.published_total, model.published);
-        let (n, bytes) = model.channels.values().fold((0, 0), |(n, b), c| (n + c.messages.len(), b + c.bytes));
+        let (n, bytes) =
+            model.channels.values().fold((0, 0), |(n, b), c| (n + c.messages.len(), b + c.bytes));
         assert_eq!((stats.retained_messages, stats.retained_bytes), (n, bytes), "retained counters");
         for c in model.channels.values() {
             assert!(c.messages.len() <= limits.retain && c.bytes <= limits.retain_bytes);
@@ -291,7 +304,8 @@ fn target_safe(bytes: &[u8]) -> String {
 
 /// Header value bytes httparse accepts: HTAB, SP..~, obs-text; not leading whitespace.
 fn header_safe(bytes: &[u8]) -> Vec<u8> {
-    let v: Vec<u8> = bytes.iter().map(|&b| if b == b'\t' || b >= 0x20 && b != 0x7f { b } else { b'_' }).collect();
+    let v: Vec<u8> =
+        bytes.iter().map(|&b| if b == b'\t' || b >= 0x20 && b != 0x7f { b } else { b'_' }).collect();
     let start = v.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(v.len());
     v[start..].to_vec()
 }
@@ -336,12 +350,15 @@ fn model_sub_status(req: &http::Request<'_>, name: &str) -> Option<(u16, &'stati
     None
 }
 
+#[derive(Debug)]
 struct Sent {
+    /// The request target, for failure messages.
+    target: String,
     /// The request is a GET /sub (else a POST /pub).
     sub: bool,
     /// The channel segment of the path.
     name: String,
-    /// A GET /sub that may be held (no `timeout=0` of ours).
+    /// A GET /sub that may be held (no `timeout=0` in its query).
     may_hold: bool,
     /// Status (and body) the model insists on, if it does.
     want: Option<(u16, &'static str)>,
@@ -371,17 +388,25 @@ fn service_check(ops: &[Op], names: &[String], limits: HubLimits) {
         let (on_pub, head, body): (bool, Vec<u8>, Vec<u8>) = match op {
             Op::Publish { name, data } => {
                 let target = target_safe(names[*name].as_bytes());
-                let head = format!("POST /pub/{target} HTTP/1.1\r\nHost: f\r\nContent-Length: {}\r\n\r\n", data.len());
+                let head = format!(
+                    "POST /pub/{target} HTTP/1.1\r\nHost: f\r\nContent-Length: {}\r\n\r\n",
+                    data.len()
+                );
                 (true, head.into_bytes(), data.clone())
             }
             Op::Subscribe { name, cursor } => {
                 let target = target_safe(names[*name].as_bytes());
                 let q = cursor.map_or(String::new(), |c| format!("since={c}&"));
-                (false, format!("GET /sub/{target}?{q}timeout=0 HTTP/1.1\r\nHost: f\r\n\r\n").into_bytes(), Vec::new())
+                (
+                    false,
+                    format!("GET /sub/{target}?{q}timeout=0 HTTP/1.1\r\nHost: f\r\n\r\n").into_bytes(),
+                    Vec::new(),
+                )
             }
             Op::Raw { name, query, inm, on_publisher } => {
                 let target = target_safe(names[*name].as_bytes());
-                let mut head = format!("GET /sub/{target}?{} HTTP/1.1\r\nHost: f\r\n", target_safe(query)).into_bytes();
+                let mut head =
+                    format!("GET /sub/{target}?{} HTTP/1.1\r\nHost: f\r\n", target_safe(query)).into_bytes();
                 if let Some(v) = inm {
                     head.extend_from_slice(b"If-None-Match: ");
                     head.extend_from_slice(&header_safe(v));
@@ -394,7 +419,9 @@ fn service_check(ops: &[Op], names: &[String], limits: HubLimits) {
         // The request as the server will parse it, for the model.
         let mut headers = http::request::header_storage();
         let (req, _) = http::request::parse(&head, &mut headers, &http_limits)
-            .unwrap_or_else(|e| panic!("synthesized head rejected: {e:?}: {:?}", String::from_utf8_lossy(&head)))
+            .unwrap_or_else(|e| {
+                panic!("synthesized head rejected: {e:?}: {:?}", String::from_utf8_lossy(&head))
+            })
             .expect("complete");
         let want = if let Some(name) = req.path.strip_prefix("/sub/") {
             model_sub_status(&req, name)
@@ -409,8 +436,12 @@ fn service_check(ops: &[Op], names: &[String], limits: HubLimits) {
             }
         };
         let name = req.path[5..].to_string(); // after "/sub/" or "/pub/"
-        let may_hold = matches!(op, Op::Raw { .. });
-        sent[on_pub as usize].push(Sent { sub: req.path.starts_with("/sub/"), name, may_hold, want });
+                                              // Held unless the request *as parsed* says `timeout=0` (a `?` in a fuzzed channel name
+                                              // starts the query early and can hide our own `timeout=0`).
+        let zero = req.query_param("timeout").and_then(model_seconds).is_some_and(|d| d.is_zero());
+        let may_hold = req.path.starts_with("/sub/") && !zero;
+        let target = req.target.to_string();
+        sent[on_pub as usize].push(Sent { target, sub: req.path.starts_with("/sub/"), name, may_hold, want });
         let mut raw = head;
         raw.extend_from_slice(&body);
         let client = if on_pub { &mut pubs } else { &mut subs };
@@ -426,11 +457,15 @@ fn service_check(ops: &[Op], names: &[String], limits: HubLimits) {
         for (r, s) in got.iter().zip(&sent[i]) {
             match s.want {
                 Some((status, message)) => {
-                    assert_eq!(r.status, status, "model wants {status} {message:?}, got {:?}", r.head);
+                    assert_eq!(
+                        r.status, status,
+                        "{}: model wants {status} {message:?}, got {:?}",
+                        s.target, r.head
+                    );
                     assert_eq!(r.body, message.as_bytes());
                 }
                 None if s.sub => {
-                    assert!([200, 304, 503].contains(&r.status), "GET /sub answered {}", r.head);
+                    assert!([200, 304, 503].contains(&r.status), "GET {} answered {}", s.target, r.head);
                     if r.status == 200 {
                         let Answer::Messages(_, next, _, _) = read_answer(&r.body, &s.name) else {
                             unreachable!()
@@ -442,7 +477,7 @@ fn service_check(ops: &[Op], names: &[String], limits: HubLimits) {
                     }
                 }
                 None => {
-                    assert!([200, 503].contains(&r.status), "POST /pub answered {}", r.head);
+                    assert!([200, 503].contains(&r.status), "POST {} answered {}", s.target, r.head);
                     if r.status == 200 {
                         let doc = json::parse(&r.body).expect("publish answer is JSON");
                         assert!(doc.get("seq").and_then(Json::num).is_some_and(|s| s > 0));
@@ -455,7 +490,12 @@ fn service_check(ops: &[Op], names: &[String], limits: HubLimits) {
         // before the first held one was, in order.
         if complete && got.len() < sent[i].len() {
             let s = &sent[i][got.len()];
-            assert!(s.sub && s.may_hold && s.want.is_none(), "a request that cannot be held went unanswered");
+            let statuses: Vec<u16> = got.iter().map(|r| r.status).collect();
+            assert!(
+                s.sub && s.may_hold && s.want.is_none(),
+                "a request that cannot be held went unanswered: {s:?}\nanswers {statuses:?} to {:#?}",
+                sent[i]
+            );
         }
     }
     let stats = lb.server.service().hub().stats();

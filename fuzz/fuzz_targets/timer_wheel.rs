@@ -116,7 +116,9 @@ fuzz_target!(|data: &[u8]| {
                         }
                         break;
                     };
-                    let t = model.get_mut(&data).unwrap_or_else(|| panic!("timer {data} fired but is not pending"));
+                    let t = model
+                        .get_mut(&data)
+                        .unwrap_or_else(|| panic!("timer {data} fired but is not pending"));
                     assert_eq!(t.id, id, "fired id");
                     assert!(t.deadline <= now, "early: due {} fired at {now}", t.deadline);
                     assert_eq!(elapsed, t.deadline, "fired off its tick");

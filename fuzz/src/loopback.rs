@@ -26,6 +26,8 @@ pub struct Loopback<S: Service> {
     addr: SocketAddr,
     /// Registered sources with no connection open (the listener, the loop's eventfd).
     baseline_sources: usize,
+    /// Clients connected and not finished yet.
+    open_clients: usize,
 }
 
 /// How the client ends the connection.
@@ -45,8 +47,11 @@ pub struct Client {
     pub received: Vec<u8>,
     /// Read 0: the server closed its side.
     pub eof: bool,
-    /// A read or write failed (ECONNRESET, EPIPE): the server reset the connection.
+    /// A read failed (ECONNRESET): the server reset the connection.
     pub reset: bool,
+    /// A write failed (EPIPE, ECONNRESET): the server is gone; what it sent before may
+    /// still be waiting to be read.
+    pub write_broken: bool,
 }
 
 impl Client {
@@ -73,9 +78,11 @@ impl Client {
     fn write_some(&mut self, data: &[u8]) -> Option<usize> {
         match self.stream.write(data) {
             Ok(n) => Some(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => Some(0),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {
+                Some(0)
+            }
             Err(_) => {
-                self.reset = true;
+                self.write_broken = true;
                 None
             }
         }
@@ -90,7 +97,7 @@ impl<S: Service> Loopback<S> {
         let server = Server::bind(config, service, &mut reactor).expect("bind");
         let addr = server.local_addr();
         let baseline_sources = reactor.source_count();
-        Loopback { reactor, server, addr, baseline_sources }
+        Loopback { reactor, server, addr, baseline_sources, open_clients: 0 }
     }
 
     /// One loop turn that does not sleep. Returns the I/O events delivered.
@@ -110,7 +117,8 @@ impl<S: Service> Loopback<S> {
             self.turn();
             assert!(start.elapsed() < CLOSE_DEADLINE, "server never accepted the connection");
         }
-        Client { stream, received: Vec::new(), eof: false, reset: false }
+        self.open_clients += 1;
+        Client { stream, received: Vec::new(), eof: false, reset: false, write_broken: false }
     }
 
     /// Turns the loop until the server has nothing left to do (and, with `read`, the client
@@ -136,15 +144,15 @@ impl<S: Service> Loopback<S> {
         let mut off = 0;
         let mut stuck = 0;
         while off < data.len() {
-            let Some(n) = client.write_some(&data[off..]) else { return };
+            let Some(n) = client.write_some(&data[off..]) else { break };
             off += n;
             if n == 0 {
                 // Socket full: the server is not reading (backpressure on its output). Read
                 // its answers so it can go on; it must not stall for good.
                 let events = self.turn();
                 let got = client.read_available();
-                if client.eof || client.reset {
-                    return;
+                if client.eof || client.reset || client.write_broken {
+                    break;
                 }
                 stuck = if events == 0 && !got { stuck + 1 } else { 0 };
                 assert!(stuck < MAX_TURNS, "stalled: the server neither reads nor writes");
@@ -155,7 +163,8 @@ impl<S: Service> Loopback<S> {
         self.settle(client, read);
     }
 
-    /// Closes the client as `mode` says, then checks that the server let go of everything.
+    /// Closes the client as `mode` says, then checks that the server let go of its connection
+    /// (and of its epoll registration).
     /// Returns the bytes received and whether the stream is complete (a clean EOF after FIN).
     pub fn finish(&mut self, mut client: Client, mode: CloseMode) -> (Vec<u8>, bool) {
         let mut complete = false;
@@ -178,20 +187,27 @@ impl<S: Service> Loopback<S> {
         }
         let Client { stream, received, .. } = client;
         drop(stream);
+        // The other clients' connections may stay; this one must go.
+        self.open_clients -= 1;
         let start = Instant::now();
-        while self.server.stats().connections != 0 {
+        while self.server.stats().connections > self.open_clients {
             self.turn();
             assert!(
                 start.elapsed() < CLOSE_DEADLINE,
-                "the server still holds {} connection(s) after the client closed",
-                self.server.stats().connections
+                "the server still holds {} connection(s) after the client closed ({} other clients open)",
+                self.server.stats().connections,
+                self.open_clients
             );
         }
         // Let the loop finish anything the close started (e.g. a service's cleanup message).
         for _ in 0..IDLE_TURNS {
             self.turn();
         }
-        assert_eq!(self.reactor.source_count(), self.baseline_sources, "epoll registrations leaked");
+        assert_eq!(
+            self.reactor.source_count(),
+            self.baseline_sources + self.server.stats().connections,
+            "epoll registrations leaked"
+        );
         (received, complete)
     }
 
@@ -202,10 +218,8 @@ impl<S: Service> Loopback<S> {
 }
 
 fn connect(addr: SocketAddr, small_rcvbuf: bool) -> io::Result<TcpStream> {
-    if !small_rcvbuf {
-        return TcpStream::connect(addr);
-    }
-    // SO_RCVBUF must be set before connect to shrink the advertised window.
+    // By hand rather than `TcpStream::connect`: SO_RCVBUF must be set before connect to
+    // shrink the advertised window, and an interrupted connect must be finished (below).
     // SAFETY: plain socket syscalls on a fresh fd we own; the sockaddr is built on the stack.
     unsafe {
         let fd: RawFd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
@@ -213,14 +227,16 @@ fn connect(addr: SocketAddr, small_rcvbuf: bool) -> io::Result<TcpStream> {
             return Err(io::Error::last_os_error());
         }
         let stream = TcpStream::from_raw_fd(fd);
-        let size: libc::c_int = 2048;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &size as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
+        if small_rcvbuf {
+            let size: libc::c_int = 2048;
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                &size as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
         let SocketAddr::V4(v4) = addr else { unreachable!("we bind 127.0.0.1") };
         let sin = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
@@ -228,15 +244,26 @@ fn connect(addr: SocketAddr, small_rcvbuf: bool) -> io::Result<TcpStream> {
             sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
             sin_zero: [0; 8],
         };
-        let rc = libc::connect(
-            fd,
-            &sin as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
+        // A signal (libFuzzer's timeout alarm) can interrupt connect: the handshake goes on
+        // regardless, so ask again until it says connected (EISCONN).
+        loop {
+            let rc = libc::connect(
+                fd,
+                &sin as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            );
+            if rc == 0 {
+                return Ok(stream);
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EISCONN) => return Ok(stream),
+                Some(libc::EINTR | libc::EALREADY | libc::EINPROGRESS) => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                _ => return Err(e),
+            }
         }
-        Ok(stream)
     }
 }
 

@@ -46,7 +46,9 @@ pub fn check(stream: &[u8], complete: bool) -> Vec<Received> {
         let status_line = head.split("\r\n").next().unwrap();
         let code = &status_line[9..];
         assert!(
-            code.len() >= 4 && code.as_bytes()[..3].iter().all(u8::is_ascii_digit) && code.as_bytes()[3] == b' ',
+            code.len() >= 4
+                && code.as_bytes()[..3].iter().all(u8::is_ascii_digit)
+                && code.as_bytes()[3] == b' ',
             "bad status line {status_line:?}"
         );
         let status: u16 = code[..3].parse().unwrap();

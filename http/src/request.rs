@@ -108,14 +108,44 @@ pub struct Framing {
 /// [`downgrade_minor_version`] on the buffer and parse again (such requests are served as 1.1).
 pub const RETRY_AS_HTTP11: HttpError = HttpError::new(505, "newer HTTP/1 minor version", true);
 
-/// The version token at the end of the first line, if the line is complete ("HTTP/M.m").
+/// The version token at the end of the request line, if the line is complete ("HTTP/M.m").
+/// Empty lines before it are skipped, as httparse skips them (RFC 9112 §2.2).
 fn version_token(buf: &[u8]) -> Option<std::ops::Range<usize>> {
-    let end = buf.iter().position(|&b| b == b'\n')?;
-    let end = if end > 0 && buf[end - 1] == b'\r' { end - 1 } else { end };
-    let start = end.checked_sub(8)?;
+    let line = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let end = line + buf[line..].iter().position(|&b| b == b'\n')?;
+    let end = if buf[end - 1] == b'\r' { end - 1 } else { end };
+    let start = end.checked_sub(8).filter(|&s| s >= line)?;
     let v = &buf[start..end];
     (v.starts_with(b"HTTP/") && v[5].is_ascii_digit() && v[6] == b'.' && v[7].is_ascii_digit())
         .then_some(start..end)
+}
+
+/// An incomplete head: read on, unless it is already over a limit.
+fn incomplete<T>(buf: &[u8], limits: &Limits) -> Result<Option<T>, HttpError> {
+    // Only an incomplete head pays for these scans. The line's CRLF does not count against
+    // the limit (as in the check of a complete line in `parse`).
+    let line_max = limits.max_request_line.saturating_add(2);
+    if buf.len() >= line_max && !buf[..line_max].contains(&b'\n') {
+        return Err(HttpError::new(414, "request line too long", true));
+    }
+    if buf.len() > limits.max_header_bytes {
+        return Err(HttpError::new(431, "request header fields too large", true));
+    }
+    Ok(None)
+}
+
+/// The request line is not complete and ends with what may still become `HTTP/M.m` + CR:
+/// the version httparse refused may be one [`version_error`] accepts, once the line is in.
+fn version_pending(buf: &[u8]) -> bool {
+    let line = &buf[buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len())..];
+    // method SP target SP version: the version is all that follows the second space.
+    let Some(version) = line.splitn(3, |&b| b == b' ').nth(2) else { return false };
+    !line.contains(&b'\n')
+        && version.len() <= 9
+        && version
+            .iter()
+            .zip(b"HTTP/#.#\r")
+            .all(|(&b, &p)| if p == b'#' { b.is_ascii_digit() } else { b == p })
 }
 
 /// httparse only knows HTTP/1.0 and 1.1. Decide what its version error means: a later 1.x
@@ -148,19 +178,14 @@ where
     let mut req = httparse::Request::new(&mut []);
     let head_len = match req.parse_with_uninit_headers(buf, headers) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            // Only an incomplete head pays for these scans.
-            if buf.len() > limits.max_request_line && !buf[..limits.max_request_line + 1].contains(&b'\n') {
-                return Err(HttpError::new(414, "request line too long", true));
-            }
-            if buf.len() > limits.max_header_bytes {
-                return Err(HttpError::new(431, "request header fields too large", true));
-            }
-            return Ok(None);
-        }
+        Ok(httparse::Status::Partial) => return incomplete(buf, limits),
         Err(httparse::Error::TooManyHeaders) => {
             return Err(HttpError::new(431, "too many header fields", true));
         }
+        // httparse refuses a version as soon as its first bytes are in, before the line ends:
+        // wait for the end of the line to decide, or the verdict on `HTTP/1.7` (served as
+        // 1.1) would depend on where a read happened to stop.
+        Err(httparse::Error::Version) if version_pending(buf) => return incomplete(buf, limits),
         Err(httparse::Error::Version) => return Err(version_error(buf)),
         Err(_) => return Err(HttpError::new(400, "malformed request head", true)),
     };
@@ -347,6 +372,61 @@ mod tests {
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n"), 400);
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n"), 400);
         assert!(run("GET / HTTP/1.1\r\nHost: a\r\n").unwrap().is_none());
+    }
+
+    /// Found by fuzzing (fuzz/): a head cut right after `HTTP/1.7` (httparse refuses the
+    /// version before the line ends) was 400 instead of "read on", and an empty line before
+    /// the request line turned a 1.x request into a 400.
+    #[test]
+    fn later_versions_are_judged_once_the_line_is_in() {
+        for raw in ["GET / HTTP/1.7\r\nHost: a\r\n\r\n", "\r\nGET / HTTP/1.7\r\nHost: a\r\n\r\n"] {
+            for cut in 0..raw.len() {
+                assert!(run(&raw[..cut]).unwrap().is_none(), "{:?}", &raw[..cut]);
+            }
+            assert!(run(raw).unwrap().unwrap().keep_alive, "{raw:?}");
+        }
+        assert!(run("GET / HTTP/2").unwrap().is_none());
+        assert!(run("GET / HTTP/2.0\r").unwrap().is_none());
+        assert_eq!(status("GET / HTTP/2.0\r\n"), 505);
+        assert_eq!(status("\r\nGET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
+        // Not a version in the making: no waiting.
+        assert_eq!(status("GET / XTTP/1.1"), 400);
+        assert_eq!(status("GET / HTTP/1.77"), 400);
+        assert_eq!(status("GET / H\u{a0}; GET "), 400);
+    }
+
+    /// Found by fuzzing (fuzz/): a request line of exactly `max_request_line` bytes is
+    /// accepted once complete, but while the rest of its head was still coming, its CRLF was
+    /// counted against the limit: 414 or not depended on where a read stopped.
+    #[test]
+    fn request_line_at_the_limit_is_accepted_whatever_the_split() {
+        let limits = Limits { max_request_line: 64, ..Limits::default() };
+        let line = format!("GET /{} HTTP/1.1\r\n", "a".repeat(64 - 14));
+        assert_eq!(line.len(), 64 + 2);
+        let raw = format!("{line}Host: a\r\n\r\n");
+        for cut in 0..raw.len() {
+            let mut headers = header_storage();
+            assert_eq!(
+                parse(&raw.as_bytes()[..cut], &mut headers, &limits).map(|r| r.is_none()),
+                Ok(true),
+                "cut {cut}"
+            );
+        }
+        let mut headers = header_storage();
+        assert!(parse(raw.as_bytes(), &mut headers, &limits).unwrap().is_some());
+        // One byte more is over the limit, complete or not.
+        let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n", "a".repeat(64 - 13));
+        for cut in [long.len() - 2, long.len()] {
+            let mut headers = header_storage();
+            assert_eq!(
+                parse(&long.as_bytes()[..cut], &mut headers, &limits).unwrap_err().status,
+                414,
+                "cut {cut}"
+            );
+        }
+        let mut headers = header_storage();
+        let complete = format!("{long}\r\n");
+        assert_eq!(parse(complete.as_bytes(), &mut headers, &limits).unwrap_err().status, 414);
     }
 
     #[test]

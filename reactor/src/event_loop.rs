@@ -319,7 +319,7 @@ impl<M> Reactor<M> {
     /// Calls [`Handler::on_timer`] with `tag` every `every` (at 1 ms granularity), first after `every`.
     pub fn set_repeating_timer(&mut self, every: Duration, tag: u64) -> TimerId {
         let deadline = self.deadline_tick(every);
-        let period = (every.as_millis() as u64).max(1);
+        let period = u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1);
         self.timers.insert_repeating(deadline, period, tag)
     }
 

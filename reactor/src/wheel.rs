@@ -216,9 +216,11 @@ impl<T: Clone> TimerWheel<T> {
             return (id, self.entries.remove(key as usize).data);
         }
         // Next due one period after this deadline; if the loop fell behind by several
-        // periods, skip the missed ones rather than firing a burst.
+        // periods, skip the missed ones rather than firing a burst. Saturating: a huge period
+        // must not overflow (a wrapped deadline would fire again at once); `file` clamps it
+        // to the horizon.
         let behind = now.saturating_sub(e.deadline) / e.period;
-        e.deadline += (behind + 1) * e.period;
+        e.deadline = e.deadline.saturating_add((behind + 1).saturating_mul(e.period));
         let data = e.data.clone();
         self.file(key);
         (id, data)
@@ -369,6 +371,20 @@ mod tests {
         assert_eq!(drain(&mut w, 95), vec![7]);
         assert_eq!(w.next_deadline(), Some(100));
         assert_eq!(w.cancel(id), Some(7));
+    }
+
+    /// Found by fuzzing (fuzz/): re-arming a repeating timer with a huge period overflowed
+    /// (a panic with debug assertions; without, the wrapped deadline fired again at once, so
+    /// draining `poll` never ended). It re-arms at the horizon instead.
+    #[test]
+    fn huge_period_rearms_at_the_horizon() {
+        let mut w = TimerWheel::new();
+        let id = w.insert_repeating(5, u64::MAX, 1);
+        assert_eq!(drain(&mut w, 5), vec![1]);
+        assert!(w.contains(id));
+        assert_eq!(w.next_deadline().map(|d| d <= 5 + MAX_TICKS), Some(true));
+        assert!(drain(&mut w, 5 + MAX_TICKS - 1).is_empty());
+        assert_eq!(drain(&mut w, 5 + MAX_TICKS), vec![1]);
     }
 
     #[test]
