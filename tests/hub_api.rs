@@ -641,3 +641,26 @@ fn index_page_and_plaintext() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"Hello, World!");
 }
+
+#[test]
+fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
+    let addr = server();
+    let mut c = Client::connect(addr);
+    for (method, target, allow) in [
+        ("GET", "/pub/x", "POST"),
+        ("DELETE", "/pub/x", "POST"),
+        ("POST", "/sub/x", "GET, HEAD"),
+        ("PUT", "/work?ms=1", "GET, HEAD"),
+        ("POST", "/stats", "GET, HEAD"),
+        ("POST", "/plaintext", "GET, HEAD"),
+    ] {
+        let r = c.request(method, target, &[], b"");
+        assert_eq!((r.status, r.header("allow")), (405, Some(allow)), "{method} {target}");
+    }
+    for target in ["/nope", "/pub", "/sub/", "/pub/a/b", "/stats/x"] {
+        assert_eq!(c.get(target).status, if target == "/sub/" { 400 } else { 404 }, "{target}");
+    }
+    // Nothing was published or created by any of them.
+    let s = c.get("/stats").json();
+    assert_eq!((s.get("published_total").as_u64(), s.get("channels").as_u64()), (0, 0));
+}

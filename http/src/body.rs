@@ -197,4 +197,15 @@ mod tests {
         let mut d = ChunkedDecoder::new();
         assert_eq!(d.decode(b"ff\r\n", &mut Vec::new(), 10).unwrap_err().status, 413);
     }
+
+    #[test]
+    fn trailer_section_is_bounded() {
+        let trailers = |n: usize| format!("0\r\nX-T: {}\r\n\r\n", "t".repeat(n)).into_bytes();
+        let mut d = ChunkedDecoder::new();
+        let ok = trailers(MAX_TRAILER_BYTES - 100);
+        assert_eq!(d.decode(&ok, &mut Vec::new(), 10).unwrap(), ok.len());
+        assert!(d.is_done());
+        let mut d = ChunkedDecoder::new();
+        assert_eq!(d.decode(&trailers(MAX_TRAILER_BYTES), &mut Vec::new(), 10).unwrap_err().status, 431);
+    }
 }
