@@ -5,6 +5,7 @@
 #   benches/compare.sh                 # everything (about 8-10 minutes)
 #   QUICK=1 benches/compare.sh         # 1 round, shorter runs (a smoke test of the script)
 #   SKIP="nginx tornado" benches/compare.sh
+#   PARTS=longpoll benches/compare.sh  # only the long-poll and fan-out part (PARTS=plaintext: the other)
 #
 # The server runs pinned to core 0, the load generator (tidings-load, on our own reactor) to
 # core 1. The headline is the server's CPU time per request (utime+stime from /proc/PID/stat
@@ -20,6 +21,8 @@ ROUNDS=${ROUNDS:-3}
 DUR=${DUR:-4}
 if [ -n "${QUICK:-}" ]; then ROUNDS=1; DUR=2; fi
 SKIP=${SKIP:-}
+PARTS=${PARTS:-plaintext longpoll}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 LOG=$WORK/compare.log
@@ -110,6 +113,10 @@ declare -A PORT=([floor]=18301 [tidings]=18302 [hyper]=18303 [nginx]=18304)
 field() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" <<<"$2"; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
+med() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a=="-"||b=="-"||b==0) print "-"; else printf "%.2fx", a/b }'; }
+
+if part plaintext; then
 declare -A CPU RPS P99
 SCENARIOS=("c50|-c 50" "c256|-c 256" "pipe16|-c 50 --pipeline 16" "close|-c 50 --conn-per-request")
 for round in $(seq "$ROUNDS"); do
@@ -129,8 +136,6 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-med() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a=="-"||b=="-"||b==0) print "-"; else printf "%.2fx", a/b }'; }
 
 {
 echo "## Plaintext: server CPU per request (median of $ROUNDS rounds, ${DUR} s each)"
@@ -147,48 +152,100 @@ for sc in "${SCENARIOS[@]}"; do
 done
 echo
 } | tee "$WORK/table-plaintext.md"
+fi
 
 # ---- long-poll scenarios ---------------------------------------------------------------------
+# tidings at 1k, 5k and 10k held polls; the Tornado apps at 5k (the seed's own scale). Each
+# tidings row also gets its ratio to the best Tornado app at 5k (per-poll figures scale-free).
 cleanup; PIDS=()
-LP=()
+if part longpoll; then
+declare -A LPV
+LP_ROWS=()
 lp_run() { # label pid port n
   local line
   line=$(taskset -c "$LOAD_CPU" "$LOAD" longpoll --addr "127.0.0.1:$3" -n "$4" --idle 5 --publish 1000 --pid "$2" 2>>"$LOG" | grep '^RESULT' || true)
   echo "longpoll $1 n=$4 $line" >>"$LOG"
-  LP+=("| $1 | $4 | $(field idle_cpu_pct "$line") | $(field rss_per_poll_bytes "$line") | $(field delivery_p50_us "$line") | $(field delivery_p99_us "$line") | $(field drain_ms "$line") |")
+  LP_ROWS+=("$1|$4")
+  for f in idle_cpu_pct rss_per_poll_bytes delivery_p50_us delivery_p99_us drain_ms; do
+    LPV[$1|$4|$f]=$(field "$f" "$line")
+  done
   say "longpoll $1 n=$4: $line"
 }
-for n in 1000 10000; do
+fan_run() { # label pid port burst
+  local line
+  line=$(taskset -c "$LOAD_CPU" "$LOAD" fanout --addr "127.0.0.1:$3" -n 10000 --burst "$4" --pid "$2" 2>>"$LOG" | grep '^RESULT' || true)
+  echo "fanout $1 $line" >>"$LOG"
+  local ok
+  ok=$(field burst_ok "$line")
+  FAN+=("| $1 | $(field fanout_ms "$line") | $(field fanout_p50_ms "$line") | ${ok:-not run} |")
+  FANMS[$1]=$(field fanout_ms "$line")
+  say "fanout $1: $line"
+}
+declare -A FANMS
+FAN=()
+for n in 1000 5000 10000; do
   start tidings 18310 "$TIDINGS" --listen 127.0.0.1:18310 --poll-timeout 300
   lp_run tidings "$PID_tidings" 18310 "$n"
   kill "$PID_tidings"; wait "$PID_tidings" 2>/dev/null || true
 done
+start tidings 18312 "$TIDINGS" --listen 127.0.0.1:18312 --poll-timeout 300
+fan_run tidings "$PID_tidings" 18312 50
+kill "$PID_tidings"; wait "$PID_tidings" 2>/dev/null || true
+PEERS=()
 if [ -n "$PY" ]; then
   for app in longpoll_futures longpoll_seed; do
     start "$app" 18311 "$PY" "benches/peers/tornado/$app.py" 127.0.0.1 18311
     pidvar=PID_$app
     lp_run "tornado ${app#longpoll_}" "${!pidvar}" 18311 5000
+    PEERS+=("tornado ${app#longpoll_}")
     kill "${!pidvar}"; wait "${!pidvar}" 2>/dev/null || true
   done
+  # Fan-out for the event-driven app only (the seed's timer polling would take minutes at
+  # 10k), without the burst (a burst of 50 x 10,000 answers would too).
+  start longpoll_futures 18313 "$PY" benches/peers/tornado/longpoll_futures.py 127.0.0.1 18313
+  fan_run "tornado futures" "$PID_longpoll_futures" 18313 0
+  kill "$PID_longpoll_futures"; wait "$PID_longpoll_futures" 2>/dev/null || true
 fi
 
-start tidings 18312 "$TIDINGS" --listen 127.0.0.1:18312 --poll-timeout 300
-fan=$(taskset -c "$LOAD_CPU" "$LOAD" fanout --addr 127.0.0.1:18312 -n 10000 --burst 50 --pid "$PID_tidings" 2>>"$LOG" | grep '^RESULT' || true)
-echo "fanout $fan" >>"$LOG"
+# best peer value of a metric (lowest; "-" if none measured)
+best_peer() {
+  local f=$1 v best="-"
+  for p in "${PEERS[@]:-}"; do
+    [ -n "$p" ] || continue
+    v=${LPV[$p|5000|$f]:-}
+    [[ "$v" =~ ^[0-9.]+$ ]] || continue
+    if [ "$best" = "-" ] || awk -v a="$v" -v b="$best" 'BEGIN {exit !(a < b)}'; then best=$v; fi
+  done
+  echo "$best"
+}
+BEST_RSS=$(best_peer rss_per_poll_bytes); BEST_P99=$(best_peer delivery_p99_us)
 
 {
 echo "## Long-poll (held polls on distinct channels, 5 s idle window, 1,000 publishes)"
 echo
-echo "| server | held polls | idle CPU % of a core | RSS per held poll (bytes) | delivery p50 (us) | delivery p99 (us) | drain after abrupt close (ms) |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
-printf '%s\n' "${LP[@]}"
+echo "| server | held polls | idle CPU % of a core | RSS per held poll (bytes) | vs best peer | delivery p50 (us) | delivery p99 (us) | vs best peer | drain after abrupt close (ms) |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+for row in "${LP_ROWS[@]}"; do
+  label=${row%%|*}; n=${row#*|}
+  rss=${LPV[$row|rss_per_poll_bytes]}; p99=${LPV[$row|delivery_p99_us]}
+  r1="-"; r2="-"
+  if [ "$label" = tidings ]; then r1=$(ratio "${rss:--}" "$BEST_RSS"); r2=$(ratio "${p99:--}" "$BEST_P99"); fi
+  echo "| $label | $n | ${LPV[$row|idle_cpu_pct]} | $rss | $r1 | ${LPV[$row|delivery_p50_us]} | $p99 | $r2 | ${LPV[$row|drain_ms]} |"
+done
+echo
+echo "Ratios: tidings' figure over the best Tornado app's at 5,000 held polls (per-poll figures)."
 echo
 echo "## Fan-out (10,000 subscribers on one channel)"
 echo
-echo "| one publish to the last subscriber (ms) | median subscriber (ms) | burst of 50, every subscriber got all in order |"
-echo "|---:|---:|---|"
-echo "| $(field fanout_ms "$fan") | $(field fanout_p50_ms "$fan") | $(field burst_ok "$fan") |"
+echo "| server | one publish to the last subscriber (ms) | median subscriber (ms) | burst of 50, every subscriber got all in order |"
+echo "|---|---:|---:|---|"
+printf '%s\n' "${FAN[@]}"
+if [ -n "${FANMS[tornado futures]:-}" ]; then
+  echo
+  echo "tidings / tornado futures, fan-out time: $(ratio "${FANMS[tidings]:--}" "${FANMS[tornado futures]}")"
+fi
 echo
 echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $(date -u +%Y-%m-%d)."
 } | tee "$WORK/table-longpoll.md"
+fi
 say "full log: $LOG"

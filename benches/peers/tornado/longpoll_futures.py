@@ -56,6 +56,7 @@ class Sub(tornado.web.RequestHandler):
             except tornado.gen.TimeoutError:
                 ch["waiters"].discard(self.waiter)
                 self.set_status(304)
+                self.set_header("ETag", '"%d"' % since)
                 self.finish()
                 return
             except Exception:

@@ -60,6 +60,7 @@ class Sub(tornado.web.RequestHandler):
                 return
             if time.monotonic() >= deadline:
                 self.set_status(304)
+                self.set_header("ETag", '"%d"' % since)
                 self.finish()
                 return
             step = 0.01 if waited < 1.0 else 0.1
