@@ -187,7 +187,7 @@ fn held_poll_is_woken_by_a_publish() {
 
 #[test]
 fn batch_limit() {
-    let addr = start(app::Options { max_batch: 3, ..opts() });
+    let addr = start(hub_opts(|h| h.max_batch = 3));
     publish_n(addr, "b", 7);
     let mut c = Client::connect(addr);
     let mut cursor = 0;
@@ -219,7 +219,7 @@ fn batch_limit() {
 
 #[test]
 fn missed_counts_evicted_messages() {
-    let addr = start(app::Options { retain: 3, ..opts() });
+    let addr = start(hub_opts(|h| h.retain = 3));
     publish_n(addr, "r", 6); // retained: 4, 5, 6
     let r = get(addr, "/sub/r?since=0&timeout=0");
     let j = r.json();
@@ -240,7 +240,7 @@ fn missed_counts_evicted_messages() {
 
 #[test]
 fn retain_bytes_evicts_oldest() {
-    let addr = start(app::Options { retain_bytes: 10, ..opts() });
+    let addr = start(hub_opts(|h| h.retain_bytes = 10));
     let mut c = Client::connect(addr);
     for i in 1..=4u64 {
         let r = c.post("/pub/rb", format!("abc{i}").as_bytes()); // 4 bytes each
@@ -306,7 +306,7 @@ fn data_is_a_json_string_or_base64() {
 
 #[test]
 fn cursor_ahead_resets() {
-    let addr = start(app::Options { max_batch: 2, ..opts() });
+    let addr = start(hub_opts(|h| h.max_batch = 2));
     publish_n(addr, "a", 3);
     let t0 = Instant::now();
     let r = get(addr, "/sub/a?since=10&timeout=30");
@@ -325,7 +325,7 @@ fn cursor_ahead_resets() {
     assert!(r.json().get("reset").as_bool());
 
     // Oldest retained after eviction.
-    let addr = start(app::Options { retain: 2, ..opts() });
+    let addr = start(hub_opts(|h| h.retain = 2));
     publish_n(addr, "e", 5);
     let j = get(addr, "/sub/e?since=6&timeout=0").json();
     assert_eq!((seqs(&j), j.get("missed").as_u64(), j.get("next").as_u64()), (vec![4, 5], 0, 5));
@@ -556,7 +556,7 @@ fn work_queue_full_is_503_with_retry_after() {
 
 #[test]
 fn max_channels_503() {
-    let addr = start(app::Options { max_channels: 2, ..opts() });
+    let addr = start(hub_opts(|h| h.max_channels = 2));
     assert_eq!(post(addr, "/pub/one", b"x").status, 200);
     assert_eq!(post(addr, "/pub/two", b"x").status, 200);
     let r = post(addr, "/pub/three", b"x");

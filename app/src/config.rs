@@ -4,52 +4,37 @@
 //! `--help`. Durations are seconds, fractions allowed. A bad flag or value produces a one-line
 //! error naming it; `main` prints it and exits with code 2.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::hub::HubLimits;
 
-/// Everything the binary can be told.
+/// Everything the binary can be told. The server's own settings (address, head limit,
+/// timeouts, connection limits) are an [`http::Config`] and the hub's retention limits a
+/// [`HubLimits`], set directly by their flags: each setting is defined, and defaulted, once.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub listen: SocketAddr,
+    /// `--listen`, `--max-header-bytes`, `--header-timeout`, `--body-timeout`,
+    /// `--keepalive-timeout`, `--max-connections`, `--max-requests-per-connection`,
+    /// `--shutdown-timeout`. (The body limit is `max_message`: see [`Options::http_config`].)
+    pub http: http::Config,
+    /// `--retain`, `--retain-bytes`, `--max-channels`, `--max-batch`.
+    pub hub: HubLimits,
     pub poll_timeout: Duration,
     pub max_message: usize,
-    pub max_batch: usize,
-    pub retain: usize,
-    pub retain_bytes: usize,
-    pub max_channels: usize,
     pub workers: usize,
     pub work_queue: usize,
-    pub max_header_bytes: usize,
-    pub header_timeout: Duration,
-    pub body_timeout: Duration,
-    pub keepalive_timeout: Duration,
-    pub max_connections: usize,
-    pub max_requests_per_connection: u32,
-    pub shutdown_timeout: Duration,
     pub access_log: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            http: http::Config::default(),
+            hub: HubLimits::default(),
             poll_timeout: Duration::from_secs(10),
             max_message: 64 * 1024,
-            max_batch: 100,
-            retain: 1000,
-            retain_bytes: 1024 * 1024,
-            max_channels: 100_000,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             work_queue: 64,
-            max_header_bytes: 16 * 1024,
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(30),
-            keepalive_timeout: Duration::from_secs(60),
-            max_connections: 100_000,
-            max_requests_per_connection: 0,
-            shutdown_timeout: Duration::from_secs(5),
             access_log: false,
         }
     }
@@ -85,6 +70,8 @@ SIGINT/SIGTERM stop gracefully (held polls get 304) with exit code 0.
 ";
 
 /// What the command line asks for.
+// Built once at start and taken apart at once: boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     Run(Options),
     Help,
@@ -117,7 +104,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
         let v = value.as_str();
         match name.as_str() {
             "--listen" => {
-                o.listen = v.parse().map_err(|_| bad(&name, v, "an address like 127.0.0.1:8080"))?
+                o.http.addr = v.parse().map_err(|_| bad(&name, v, "an address like 127.0.0.1:8080"))?
             }
             "--poll-timeout" => {
                 o.poll_timeout = seconds(&name, v)?;
@@ -126,22 +113,22 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                 }
             }
             "--max-message" => o.max_message = count(&name, v, 0)?,
-            "--max-batch" => o.max_batch = count(&name, v, 1)?,
-            "--retain" => o.retain = count(&name, v, 1)?,
-            "--retain-bytes" => o.retain_bytes = count(&name, v, 1)?,
-            "--max-channels" => o.max_channels = count(&name, v, 1)?,
+            "--max-batch" => o.hub.max_batch = count(&name, v, 1)?,
+            "--retain" => o.hub.retain = count(&name, v, 1)?,
+            "--retain-bytes" => o.hub.retain_bytes = count(&name, v, 1)?,
+            "--max-channels" => o.hub.max_channels = count(&name, v, 1)?,
             "--workers" => o.workers = count(&name, v, 1)?,
             "--work-queue" => o.work_queue = count(&name, v, 0)?,
-            "--max-header-bytes" => o.max_header_bytes = count(&name, v, 256)?,
-            "--header-timeout" => o.header_timeout = positive_seconds(&name, v)?,
-            "--body-timeout" => o.body_timeout = positive_seconds(&name, v)?,
-            "--keepalive-timeout" => o.keepalive_timeout = positive_seconds(&name, v)?,
-            "--max-connections" => o.max_connections = count(&name, v, 1)?,
+            "--max-header-bytes" => o.http.limits.max_header_bytes = count(&name, v, 256)?,
+            "--header-timeout" => o.http.header_timeout = positive_seconds(&name, v)?,
+            "--body-timeout" => o.http.body_timeout = positive_seconds(&name, v)?,
+            "--keepalive-timeout" => o.http.keepalive_timeout = positive_seconds(&name, v)?,
+            "--max-connections" => o.http.max_connections = count(&name, v, 1)?,
             "--max-requests-per-connection" => {
-                o.max_requests_per_connection =
+                o.http.max_requests_per_connection =
                     count(&name, v, 0)?.try_into().map_err(|_| bad(&name, v, "a smaller number"))?
             }
-            "--shutdown-timeout" => o.shutdown_timeout = seconds(&name, v)?,
+            "--shutdown-timeout" => o.http.shutdown_timeout = seconds(&name, v)?,
             _ => return Err(format!("unknown flag {name} (see --help)")),
         }
     }
@@ -194,31 +181,15 @@ pub fn parse_seconds(v: &str) -> Option<Duration> {
 }
 
 impl Options {
-    pub fn hub_limits(&self) -> HubLimits {
-        HubLimits {
-            retain: self.retain,
-            retain_bytes: self.retain_bytes,
-            max_channels: self.max_channels,
-            max_batch: self.max_batch,
-        }
-    }
-
+    /// The server's configuration: `http` with the body limit set to `--max-message` (the
+    /// only request bodies the hub accepts are messages) and the request line kept within
+    /// the head limit.
     pub fn http_config(&self) -> http::Config {
-        let mut limits = http::Limits { max_header_bytes: self.max_header_bytes, ..Default::default() };
-        limits.max_request_line = limits.max_request_line.min(self.max_header_bytes);
-        // The only request bodies the hub accepts are messages.
+        let mut config = self.http.clone();
+        let limits = &mut config.limits;
+        limits.max_request_line = limits.max_request_line.min(limits.max_header_bytes);
         limits.max_body_bytes = self.max_message;
-        http::Config {
-            addr: self.listen,
-            limits,
-            header_timeout: self.header_timeout,
-            body_timeout: self.body_timeout,
-            keepalive_timeout: self.keepalive_timeout,
-            max_connections: self.max_connections,
-            max_requests_per_connection: self.max_requests_per_connection,
-            shutdown_timeout: self.shutdown_timeout,
-            ..Default::default()
-        }
+        config
     }
 }
 
@@ -237,10 +208,10 @@ mod tests {
     fn parses_flags() {
         let o =
             run(&["--listen", "127.0.0.1:0", "--poll-timeout=0.5", "--access-log", "--retain", "5"]).unwrap();
-        assert_eq!(o.listen.port(), 0);
+        assert_eq!(o.http.addr.port(), 0);
         assert_eq!(o.poll_timeout, Duration::from_millis(500));
         assert!(o.access_log);
-        assert_eq!(o.retain, 5);
+        assert_eq!(o.hub.retain, 5);
     }
 
     #[test]

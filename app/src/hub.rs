@@ -35,6 +35,13 @@ pub struct HubLimits {
     pub max_batch: usize,
 }
 
+impl Default for HubLimits {
+    /// The binary's defaults (`tidings --help`).
+    fn default() -> Self {
+        HubLimits { retain: 1000, retain_bytes: 1024 * 1024, max_channels: 100_000, max_batch: 100 }
+    }
+}
+
 struct Message {
     seq: u64,
     data: Vec<u8>,

@@ -74,7 +74,7 @@ impl Tidings {
         if let Some(ms) = panic_ms {
             crate::log(format_args!("{TEST_PANIC_ENV}={ms}: /work?ms={ms} jobs will panic (test only)"));
         }
-        let hub = Hub::new(opts.hub_limits());
+        let hub = Hub::new(opts.hub);
         Ok(Tidings { hub, opts, pool, jobs: Slab::new(), stopping, panic_ms })
     }
 

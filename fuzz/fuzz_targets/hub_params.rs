@@ -368,10 +368,7 @@ fn service_check(ops: &[Op], names: &[String], limits: HubLimits) {
     let opts = Options {
         poll_timeout: Duration::from_secs(10),
         max_message: 64,
-        max_batch: limits.max_batch,
-        retain: limits.retain,
-        retain_bytes: limits.retain_bytes,
-        max_channels: limits.max_channels,
+        hub: limits,
         workers: 0,
         work_queue: 0,
         ..Options::default()

@@ -24,7 +24,16 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Options for a test server: an ephemeral port on loopback, two workers, defaults otherwise.
 pub fn opts() -> Options {
-    Options { listen: SocketAddr::from(([127, 0, 0, 1], 0)), workers: 2, ..Options::default() }
+    let mut o = Options { workers: 2, ..Options::default() };
+    o.http.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    o
+}
+
+/// [`opts`] with the hub's limits changed by `f` (e.g. `hub_opts(|h| h.retain = 3)`).
+pub fn hub_opts(f: impl FnOnce(&mut app::hub::HubLimits)) -> Options {
+    let mut o = opts();
+    f(&mut o.hub);
+    o
 }
 
 /// Runs a hub in this process on its own thread (like `app::run`, but without watching
