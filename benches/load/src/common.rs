@@ -4,9 +4,39 @@
 use std::io;
 use std::net::SocketAddr;
 
-use reactor::Reactor;
+use std::time::Duration;
+
+use reactor::{Reactor, TimerId};
 
 use crate::client::{Fail, Key, Pool};
+
+/// The one deadline the current phase of a hub mode (longpoll, fanout) runs under: a loop
+/// timer with the mode's `tag`, and what the phase is doing, for the message if it fires.
+#[derive(Default)]
+pub struct PhaseDeadline {
+    armed: Option<(TimerId, &'static str, Duration)>,
+}
+
+impl PhaseDeadline {
+    /// Arms the deadline of a new phase (replacing the previous phase's).
+    pub fn set(&mut self, r: &mut Reactor<()>, tag: u64, after: Duration, what: &'static str) {
+        self.clear(r);
+        self.armed = Some((r.set_timer(after, tag), what, after));
+    }
+
+    /// The phase finished in time.
+    pub fn clear(&mut self, r: &mut Reactor<()>) {
+        if let Some((id, _, _)) = self.armed.take() {
+            r.cancel_timer(id);
+        }
+    }
+
+    /// The timer fired: forgets it and says what did not finish in time.
+    pub fn fired(&mut self) -> String {
+        let (what, after) = self.armed.take().map_or(("a phase", Duration::ZERO), |(_, w, a)| (w, a));
+        format!("{what} did not finish within {:.0} s", after.as_secs_f64())
+    }
+}
 
 /// Errors by kind.
 #[derive(Default, Debug, Clone, Copy)]

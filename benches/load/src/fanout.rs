@@ -18,11 +18,11 @@
 
 use std::time::{Duration, Instant};
 
-use reactor::{Reactor, TimerId};
+use reactor::Reactor;
 
 use crate::args::FanoutOpts;
 use crate::client::{get_request, post_request, Client, Driver, Fail, Key, Pool};
-use crate::common::{cannot_connect, describe_fail, ms, Ctl, Errors};
+use crate::common::{cannot_connect, describe_fail, ms, Ctl, Errors, PhaseDeadline};
 use crate::hist::Histogram;
 use crate::longpoll::{MAX_CONNECTING, OPEN_BATCH};
 use crate::parse::{etag_u64, json_u64, messages, Response};
@@ -72,7 +72,7 @@ struct Fan {
     errors: Errors,
     fatal: Option<String>,
     ever_connected: bool,
-    deadline: Option<(TimerId, &'static str, Duration)>,
+    deadline: PhaseDeadline,
     t_open: Instant,
     held_after: Duration,
     // fan-out
@@ -101,17 +101,6 @@ impl Fan {
         }
         self.phase = Phase::Done;
         r.stop();
-    }
-
-    fn set_deadline(&mut self, r: &mut Reactor<()>, after: Duration, what: &'static str) {
-        self.clear_deadline(r);
-        self.deadline = Some((r.set_timer(after, DEADLINE), what, after));
-    }
-
-    fn clear_deadline(&mut self, r: &mut Reactor<()>) {
-        if let Some((id, _, _)) = self.deadline.take() {
-            r.cancel_timer(id);
-        }
     }
 
     fn alive(&self) -> usize {
@@ -168,7 +157,7 @@ impl Fan {
             self.o.n, self.o.channel
         );
         let hold = Duration::from_secs(30) + Duration::from_millis(2 * self.o.n as u64);
-        self.set_deadline(r, hold, "holding every subscriber");
+        self.deadline.set(r, DEADLINE, hold, "holding every subscriber");
         self.open_more(pool, r);
     }
 
@@ -221,7 +210,7 @@ impl Fan {
                         self.held_after.as_secs_f64()
                     );
                     self.phase = Phase::Fan;
-                    self.set_deadline(r, Duration::from_secs(30), "the fan-out");
+                    self.deadline.set(r, DEADLINE, Duration::from_secs(30), "the fan-out");
                     let seq = self.start_seq.unwrap_or(0) + 1;
                     self.fan_cpu0 = self.o.pid.and_then(|p| procfs::cpu(p).ok());
                     self.publish(pool, r, seq..=seq);
@@ -235,7 +224,7 @@ impl Fan {
                     self.phase = Phase::Burst;
                     let budget = Duration::from_secs(60)
                         + Duration::from_micros(self.o.n as u64 * self.o.burst as u64);
-                    self.set_deadline(r, budget, "the burst");
+                    self.deadline.set(r, DEADLINE, budget, "the burst");
                     let first = self.start_seq.unwrap_or(0) + 2;
                     self.cpu0 = self.o.pid.and_then(|p| procfs::cpu(p).ok());
                     self.publish(pool, r, first..=self.last_seq());
@@ -336,7 +325,7 @@ impl Fan {
                     return self.finish(pool, r);
                 }
                 self.phase = Phase::Rehold;
-                self.set_deadline(r, Duration::from_secs(30), "re-holding every subscriber");
+                self.deadline.set(r, DEADLINE, Duration::from_secs(30), "re-holding every subscriber");
                 let keys: Vec<Key> =
                     pool.iter().filter(|(_, c)| c.data.role == Role::Sub).map(|(k, _)| k).collect();
                 for key in keys {
@@ -391,7 +380,7 @@ impl Fan {
     }
 
     fn finish(&mut self, pool: &mut Pool<FanConn>, r: &mut Reactor<()>) {
-        self.clear_deadline(r);
+        self.deadline.clear(r);
         self.phase = Phase::Done;
         pool.close_all(r, true);
         r.stop();
@@ -473,16 +462,14 @@ impl Driver<FanConn> for Fan {
             OPEN if self.phase == Phase::Opening => self.open_more(pool, r),
             STATS_POLL => self.stats_request(pool, r),
             DEADLINE => {
-                let (what, after) =
-                    self.deadline.take().map_or(("a phase", Duration::ZERO), |(_, w, a)| (w, a));
+                let msg = self.deadline.fired();
                 if self.phase == Phase::Burst {
                     // Report what arrived: the missing deliveries are the finding.
-                    eprintln!("fanout: {what} did not finish within {:.0} s", after.as_secs_f64());
+                    eprintln!("fanout: {msg}");
                     self.errors.timeout += 1;
                     self.cpu1 = self.o.pid.and_then(|p| procfs::cpu(p).ok());
                     return self.finish(pool, r);
                 }
-                let msg = format!("{what} did not finish within {:.0} s", after.as_secs_f64());
                 self.fatal(r, msg);
             }
             _ => {}
@@ -515,7 +502,7 @@ pub fn run(o: FanoutOpts) -> Result<(), String> {
         errors: Errors::default(),
         fatal: None,
         ever_connected: false,
-        deadline: None,
+        deadline: PhaseDeadline::default(),
         t_open: now,
         held_after: Duration::ZERO,
         fan_posted: now,
@@ -537,7 +524,7 @@ pub fn run(o: FanoutOpts) -> Result<(), String> {
     };
     let mut client = Client { pool: Pool::new(o.addr), driver: fan };
     let d = &mut client.driver;
-    d.set_deadline(&mut r, Duration::from_secs(10), "the setup requests");
+    d.deadline.set(&mut r, DEADLINE, Duration::from_secs(10), "the setup requests");
     d.stats_request(&mut client.pool, &mut r);
     let cursor_req = get_request(&d.host, &format!("/sub/{}?timeout=0", o.channel), false);
     let sent = d.publ.send(&mut client.pool, &mut r, &cursor_req, 1, || FanConn {

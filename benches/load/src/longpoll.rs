@@ -22,7 +22,7 @@ use reactor::{Reactor, TimerId};
 
 use crate::args::LongpollOpts;
 use crate::client::{get_request, post_request, Client, Driver, Fail, Key, Pool};
-use crate::common::{bytes, cannot_connect, describe_fail, ms, us, Ctl, Errors};
+use crate::common::{bytes, cannot_connect, describe_fail, ms, us, Ctl, Errors, PhaseDeadline};
 use crate::hist::Histogram;
 use crate::parse::{json_u64, messages, Response};
 use crate::procfs::{self, Cpu};
@@ -90,7 +90,7 @@ struct Lp {
     errors: Errors,
     fatal: Option<String>,
     ever_connected: bool,
-    deadline: Option<(TimerId, &'static str, Duration)>,
+    deadline: PhaseDeadline,
     rss_before: u64,
     rss_held: u64,
     rss_idle_end: u64,
@@ -117,19 +117,6 @@ impl Lp {
         }
         self.phase = Phase::Done;
         r.stop();
-    }
-
-    fn set_deadline(&mut self, r: &mut Reactor<()>, after: Duration, what: &'static str) {
-        if let Some((id, _, _)) = self.deadline.take() {
-            r.cancel_timer(id);
-        }
-        self.deadline = Some((r.set_timer(after, DEADLINE), what, after));
-    }
-
-    fn clear_deadline(&mut self, r: &mut Reactor<()>) {
-        if let Some((id, _, _)) = self.deadline.take() {
-            r.cancel_timer(id);
-        }
     }
 
     fn stats_request(&mut self, pool: &mut Pool<LpConn>, r: &mut Reactor<()>) {
@@ -192,7 +179,7 @@ impl Lp {
                 self.t_open = Instant::now();
                 eprintln!("longpoll: opening {} polls ({} already waiting on the server)", self.o.n, waiting);
                 let hold = Duration::from_secs(30) + Duration::from_millis(2 * self.o.n as u64);
-                self.set_deadline(r, hold, "holding every poll");
+                self.deadline.set(r, DEADLINE, hold, "holding every poll");
                 self.open_more(pool, r);
             }
             Phase::Holding => {
@@ -203,7 +190,7 @@ impl Lp {
                     r.set_timer(Duration::from_millis(20), STATS_POLL);
                     return;
                 }
-                self.clear_deadline(r);
+                self.deadline.clear(r);
                 self.held_after = self.t_open.elapsed();
                 eprintln!(
                     "longpoll: {} polls held after {:.2} s; idle for {:.1} s",
@@ -219,7 +206,7 @@ impl Lp {
                 r.set_timer(self.o.idle, IDLE_END);
             }
             Phase::IdleEnd => {
-                self.clear_deadline(r);
+                self.deadline.clear(r);
                 self.wake1 = wakeups;
                 self.phase = Phase::Publishing;
                 eprintln!("longpoll: publishing to {} channels, one at a time", self.o.publish);
@@ -346,12 +333,12 @@ impl Lp {
             }
         }
         self.close_ns = self.drain_t0.elapsed().as_nanos() as u64;
-        self.set_deadline(r, DRAIN_WAIT, "draining the reset polls");
+        self.deadline.set(r, DEADLINE, DRAIN_WAIT, "draining the reset polls");
         self.stats_request(pool, r);
     }
 
     fn finish(&mut self, pool: &mut Pool<LpConn>, r: &mut Reactor<()>) {
-        self.clear_deadline(r);
+        self.deadline.clear(r);
         self.phase = Phase::Done;
         pool.close_all(r, true);
         r.stop();
@@ -434,7 +421,12 @@ impl Driver<LpConn> for Lp {
                 self.cpu1 = procfs::cpu(self.o.pid).ok();
                 self.rss_idle_end = procfs::rss_bytes(self.o.pid).unwrap_or(0);
                 self.phase = Phase::IdleEnd;
-                self.set_deadline(r, Duration::from_secs(10), "reading /stats after the idle window");
+                self.deadline.set(
+                    r,
+                    DEADLINE,
+                    Duration::from_secs(10),
+                    "reading /stats after the idle window",
+                );
                 self.stats_request(pool, r);
             }
             PUB_NEXT if self.phase == Phase::Publishing && self.cur.is_none() => self.publish_next(pool, r),
@@ -445,13 +437,11 @@ impl Driver<LpConn> for Lp {
                     "longpoll: the server still holds waiters {} s after the reset",
                     DRAIN_WAIT.as_secs()
                 );
-                self.deadline = None;
+                self.deadline.fired();
                 self.finish(pool, r);
             }
             DEADLINE => {
-                let (what, after) =
-                    self.deadline.take().map_or(("a phase", Duration::ZERO), |(_, w, a)| (w, a));
-                let msg = format!("{what} did not finish within {:.0} s", after.as_secs_f64());
+                let msg = self.deadline.fired();
                 self.fatal(r, msg);
             }
             t if t >= PUB_TIMEOUT => {
@@ -495,7 +485,7 @@ pub fn run(o: LongpollOpts) -> Result<(), String> {
         errors: Errors::default(),
         fatal: None,
         ever_connected: false,
-        deadline: None,
+        deadline: PhaseDeadline::default(),
         rss_before,
         rss_held: 0,
         rss_idle_end: 0,
@@ -516,7 +506,7 @@ pub fn run(o: LongpollOpts) -> Result<(), String> {
         o: o.clone(),
     };
     let mut client = Client { pool: Pool::new(o.addr), driver: lp };
-    client.driver.set_deadline(&mut r, Duration::from_secs(10), "the first GET /stats");
+    client.driver.deadline.set(&mut r, DEADLINE, Duration::from_secs(10), "the first GET /stats");
     client.driver.stats_request(&mut client.pool, &mut r);
     if let Some(f) = client.driver.fatal.take() {
         return Err(f);
