@@ -162,6 +162,9 @@ struct Conn {
     seq: u32,
     /// The client sent FIN (or we read 0).
     peer_eof: bool,
+    /// epoll reported the client's FIN while reading was paused: input may still wait in
+    /// the kernel before it, so this is not yet the end of the input (see [`Server::read`]).
+    fin_seen: bool,
     /// Close once the output is written.
     close_after_flush: bool,
     /// Write side shut, discarding input until FIN or the linger timeout.
@@ -429,6 +432,7 @@ impl<S: Service> Server<S> {
             current: None,
             seq: 0,
             peer_eof: false,
+            fin_seen: false,
             close_after_flush: false,
             lingering: false,
             since: r.now_ms(),
@@ -469,9 +473,20 @@ impl<S: Service> Server<S> {
         let cap = core.config.limits.read_cap();
         let paused = !r.interest(conn.token).is_some_and(|i| i.is_readable());
         if paused || conn.rbuf.len() >= cap {
-            // Reading is paused (backpressure, full buffer) yet the client sent FIN: it will
-            // send nothing more. Note it, or level-triggered epoll repeats the FIN forever.
-            conn.peer_eof |= hangup;
+            // Reading is paused (backpressure, full buffer) and the client sent FIN. Requests
+            // may still wait unread in the kernel before it: taking the FIN for the end of the
+            // input would lose their answers, and closing with them unread sends an RST that
+            // cuts the answers in flight. So only note it: `after_io` stops asking for the
+            // hang-up (level-triggered epoll would report it every turn) and reading resumes
+            // when the pause ends, finding the rest of the input and then the end. A client
+            // that hangs up on a kept responder is dropped at once, as when reading.
+            if hangup {
+                if conn.current.is_some() {
+                    conn.peer_eof = true;
+                } else {
+                    conn.fin_seen = true;
+                }
+            }
             return;
         }
         if conn.rbuf.capacity() == 0 {
@@ -693,7 +708,8 @@ impl<S: Service> Server<S> {
         if conn.peer_eof {
             // FIN seen: asking for reads or hang-ups now would report it again every turn.
         } else if backpressure || buffer_full || conn.close_after_flush {
-            interest = Interest::HANGUP;
+            // Paused: only a hang-up matters, and once seen it need not be asked for again.
+            interest = if conn.fin_seen { Interest::NONE } else { Interest::HANGUP };
         } else {
             interest = Interest::READABLE;
         }

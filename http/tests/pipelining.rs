@@ -253,6 +253,33 @@ fn half_close_while_responder_kept_closes_without_answer() {
 
 /// Many big answers pipelined, then a half-close while the answers are still being written
 /// (the output is over its cap, so parsing is paused when the FIN arrives).
+/// The FIN arrives while reading is paused for backpressure *and* requests are still unread
+/// in the kernel behind it. Taking the FIN for the end of the input lost those requests'
+/// answers, and closing with them unread sent an RST that cut the answers in flight (seen
+/// once as a flaky failure of the test below, when a read happened to stop mid-batch).
+#[test]
+fn fin_behind_unread_requests_during_backpressure_answers_everything() {
+    let server = common::start(common::config());
+    let mut c = Client::from_stream(common::connect_tiny(server.addr, 4096));
+    let size = 20_000;
+    let batch = |from: usize, to: usize| -> String {
+        (from..to).map(|i| format!("GET /big?n={size}&seed={i} HTTP/1.1\r\nHost: t\r\n\r\n")).collect()
+    };
+    // 100 answers of 20 KB are past the 1 MiB output cap: the server stops reading.
+    c.send(batch(0, 100));
+    std::thread::sleep(Duration::from_millis(300));
+    // These wait in the kernel, unread, with the FIN behind them.
+    c.send(batch(100, 150));
+    c.shutdown_write();
+    std::thread::sleep(Duration::from_millis(300));
+    let raw = c.read_until_closed(Duration::from_secs(10));
+    let resps = parse_responses(&raw, &[]);
+    assert_eq!(resps.len(), 150, "answers lost after a FIN seen while paused");
+    for (i, r) in resps.iter().enumerate() {
+        assert!(r.body == pattern(size, i as u8), "answer {i} corrupted");
+    }
+}
+
 #[test]
 fn half_close_during_backpressure_answers_everything() {
     let server = common::start(common::config());
