@@ -95,13 +95,13 @@ fn publisher(sh: &Shared, ch: usize) {
         i += 1;
         let mut body = format!("c{ch}-{i}-").into_bytes();
         let pad = rng.below(2000) as usize;
-        if i.is_multiple_of(10) {
+        if i % 10 == 0 {
             body.extend((0..pad).map(|k| (k * 7 + 0x80) as u8)); // not UTF-8: data_b64
         } else {
-            body.extend(std::iter::repeat_n(b'x', pad));
+            body.extend(std::iter::repeat(b'x').take(pad));
         }
         // Every 50th publish on a fresh connection, the rest on a keep-alive one.
-        let fresh = i.is_multiple_of(50);
+        let fresh = i % 50 == 0;
         let c = if fresh {
             conn = None;
             Client::try_connect(sh.addr)
@@ -171,7 +171,7 @@ fn follower(sh: &Shared, ch: usize, idx: usize) -> (u64, u64, u64) {
         let timeout = if done { 1 } else { 1 + rng.below(5) };
         // Mostly `?since=`, sometimes the previous ETag in If-None-Match.
         let etag = format!("\"{cursor}\"");
-        let raw = if polls.is_multiple_of(7) {
+        let raw = if polls % 7 == 0 {
             request_bytes(
                 "GET",
                 &format!("/sub/soak-{ch}?timeout={timeout}"),
@@ -227,12 +227,12 @@ fn follower(sh: &Shared, ch: usize, idx: usize) -> (u64, u64, u64) {
             s => sh.error(format!("follower {ch}.{idx}: {s} {}", r.text())),
         }
         // Now and then a new connection, as a browser would.
-        if r.header("connection") != Some("close") && !polls.is_multiple_of(40) {
+        if r.header("connection") != Some("close") && polls % 40 != 0 {
             conn = Some(c);
         }
         if slow && !done {
             // Falls behind: with --retain 200 at ~80 messages/s, some are evicted meanwhile.
-            sleep_ms(if polls.is_multiple_of(4) { 4000 } else { 200 });
+            sleep_ms(if polls % 4 == 0 { 4000 } else { 200 });
         }
     }
     (received, missed, cursor)
