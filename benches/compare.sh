@@ -30,6 +30,7 @@ LOG=$WORK/compare.log
 
 say() { echo "$*" >&2; }
 skip() { [[ " $SKIP " == *" $1 "* ]]; }
+. benches/lib.sh
 
 # ---- build what is missing ---------------------------------------------------------------
 say "building tidings and tidings-load (release)…"
@@ -52,12 +53,7 @@ fi
 
 NGINX=""
 if ! skip nginx; then
-  if ! command -v nginx >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    say "installing nginx (Debian package)…"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light || \
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx) >>"$LOG" 2>&1 || true
-  fi
-  if command -v nginx >/dev/null; then NGINX=$(command -v nginx); else say "  nginx not installable; skipped"; fi
+  if need nginx nginx-light || need nginx; then NGINX=$(command -v nginx); else say "  nginx not installable; skipped"; fi
 fi
 
 PY=""

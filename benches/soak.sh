@@ -33,14 +33,11 @@ CSV=${SOAK_CSV:-$WORK/soak.csv}
 LOG=$WORK/tidings.log
 
 say() { echo "soak.sh: $*" >&2; }
+. benches/lib.sh
 
 # jq finds the soak client among cargo's build messages. On a fresh Debian/Ubuntu machine it
 # is installed (as root, via apt-get, bounded to 5 minutes); elsewhere install it by hand.
-if ! command -v jq >/dev/null; then
-  say "jq not found: installing it with apt-get…"
-  { timeout 300 apt-get update -qq && timeout 300 apt-get install -y -qq jq >/dev/null; } \
-    || { say "could not install jq (apt-get, as root): install it and rerun"; exit 1; }
-fi
+need jq || { say "could not install jq (apt-get, as root): install it and rerun"; exit 1; }
 
 say "building tidings (release) and the soak client…"
 cargo build --release -q -p tidings --bin tidings
@@ -58,14 +55,7 @@ PID=$!
 cleanup() { kill -KILL "$PID" 2>/dev/null || true; }
 trap cleanup EXIT
 
-ADDR=""
-for _ in $(seq 100); do
-  ADDR=$(sed -n 's|.*listening on http://\([0-9.:]*\).*|\1|p' "$LOG" | head -n 1)
-  [ -n "$ADDR" ] && break
-  kill -0 "$PID" 2>/dev/null || { say "tidings exited:"; cat "$LOG" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$ADDR" ] || { say "tidings did not start"; exit 1; }
+ADDR=$(wait_listening "$LOG" "$PID") || { say "tidings did not start:"; cat "$LOG" >&2; exit 1; }
 say "tidings pid $PID on $ADDR; load for $SECONDS_RUN s; samples in $CSV"
 
 STATUS=0

@@ -42,18 +42,14 @@ VALGRIND=${VALGRIND:-valgrind}
 ONLY=${ONLY:-}
 HUB_SECONDS=${HUB_SECONDS:-60}
 say() { echo "valgrind.sh: $*" >&2; }
+. benches/lib.sh
 
 # valgrind runs the binaries, jq finds them among cargo's build messages. On a fresh
 # Debian/Ubuntu machine the missing ones are installed (as root, via apt-get, bounded to
 # 5 minutes per step); elsewhere install them by hand.
-missing=()
-command -v jq >/dev/null || missing+=(jq)
-[ -n "${VALGRIND_SET:-}" ] || command -v "$VALGRIND" >/dev/null || missing+=(valgrind)
-if [ "${#missing[@]}" -gt 0 ]; then
-  say "not found: ${missing[*]}; installing with apt-get…"
-  { timeout 300 apt-get update -qq && timeout 300 apt-get install -y -qq "${missing[@]}" >/dev/null; } \
-    || { say "could not install ${missing[*]} (apt-get, as root): install and rerun"; exit 1; }
-fi
+need jq || { say "could not install jq (apt-get, as root): install it and rerun"; exit 1; }
+[ -n "${VALGRIND_SET:-}" ] || need valgrind ||
+  { say "could not install valgrind (apt-get, as root): install it and rerun"; exit 1; }
 [ -x "$(command -v "$VALGRIND")" ] || { say "valgrind not found at $VALGRIND"; exit 1; }
 
 # One `binary:test-name-substring` per line, each with its reason in a comment above it.
@@ -126,13 +122,7 @@ if [ -z "$ONLY" ] || [[ "hub" == *"$ONLY"* ]] && [ "$HUB_SECONDS" != 0 ]; then
     --retain 200 --retain-bytes 262144 --poll-timeout 5 --header-timeout 5 2>"$OUT/hub-stderr.log" &
   HUB=$!
   trap 'kill -KILL "$HUB" 2>/dev/null || true' EXIT
-  ADDR=""
-  for _ in $(seq 600); do
-    ADDR=$(sed -n 's|.*listening on http://\([0-9.:]*\).*|\1|p' "$OUT/hub-stderr.log" | head -n 1)
-    [ -n "$ADDR" ] && break
-    kill -0 "$HUB" 2>/dev/null || break
-    sleep 0.1
-  done
+  ADDR=$(wait_listening "$OUT/hub-stderr.log" "$HUB" 600) || ADDR=""
   client=0
   hub_rc=0
   if [ -n "$ADDR" ]; then

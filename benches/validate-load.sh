@@ -21,12 +21,9 @@ PORT=18320
 LOG=$WORK/validate.log
 : >"$LOG"
 say() { echo "$*" >&2; }
+. benches/lib.sh
 
-if ! command -v wrk >/dev/null; then
-  say "installing wrk (Debian package)…"
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) >>"$LOG" 2>&1 ||
-    { say "wrk is not installable here"; exit 1; }
-fi
+need wrk || { say "wrk is not installable here"; exit 1; }
 say "building tidings and tidings-load (release)…"
 cargo build --release -q -p tidings -p tidings-load
 TIDINGS=$ROOT/target/release/tidings

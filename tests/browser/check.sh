@@ -11,25 +11,17 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 say() { echo "check.sh: $*" >&2; }
+. benches/lib.sh
 
-CHROMIUM=$(command -v chromium || command -v chromium-browser || true)
-if [ -z "$CHROMIUM" ]; then
-  say "installing chromium (Debian package)…"
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
-  CHROMIUM=$(command -v chromium)
-fi
+CHROMIUM=$(command -v chromium-browser || true)
+[ -n "$CHROMIUM" ] || { need chromium && CHROMIUM=$(command -v chromium); } ||
+  { say "chromium is not installable here"; exit 1; }
 
 cargo build --release -q -p tidings --bin tidings
 LOG=$(mktemp)
 "$ROOT/target/release/tidings" --listen 127.0.0.1:0 2>"$LOG" &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; rm -f "$LOG"' EXIT
-ADDR=""
-for _ in $(seq 100); do
-  ADDR=$(sed -n 's|.*listening on http://\([0-9.:]*\).*|\1|p' "$LOG" | head -n 1)
-  [ -n "$ADDR" ] && break
-  sleep 0.1
-done
-[ -n "$ADDR" ] || { say "tidings did not start"; cat "$LOG" >&2; exit 1; }
+ADDR=$(wait_listening "$LOG" "$PID") || { say "tidings did not start"; cat "$LOG" >&2; exit 1; }
 
 timeout 60 python3 tests/browser/check_page.py "http://$ADDR" "$CHROMIUM"
