@@ -21,14 +21,9 @@ use reactor::Reactor;
 pub use config::{parse_args, Command, Options, USAGE};
 pub use service::Tidings;
 
-/// Writes one line on stderr, `tidings: ` first. Unlike `eprintln!`, which panics when stderr
-/// is a pipe nobody reads any more (EPIPE: the reactor ignores SIGPIPE), a failed write is
-/// dropped: with `--access-log` on, a closed log pipe must not turn every request into a
-/// panic of the loop.
-pub fn log(args: std::fmt::Arguments<'_>) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr().lock(), "tidings: {args}");
-}
+/// One line on stderr that never panics (see [`http::log`]): with `--access-log` on, a
+/// closed log pipe must not turn every request into a panic of the loop.
+pub use http::log;
 
 /// Runs the hub until SIGINT/SIGTERM (graceful stop) or an I/O error of the loop itself.
 /// `on_ready` is called with the bound address once the server listens.

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 pub use request::{HttpError, Request};
 pub use response::{Body, Response};
-pub use server::{Closed, ConnId, Ctx, Responder, Server, ServerStats, Service};
+pub use server::{log, Closed, ConnId, Ctx, Responder, Server, ServerStats, Service};
 
 /// Size limits. Each has a clear answer when exceeded (see [`request`]).
 #[derive(Debug, Clone, Copy)]

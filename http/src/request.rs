@@ -111,13 +111,19 @@ pub const RETRY_AS_HTTP11: HttpError = HttpError::new(505, "newer HTTP/1 minor v
 /// The version token at the end of the request line, if the line is complete ("HTTP/M.m").
 /// Empty lines before it are skipped, as httparse skips them (RFC 9112 §2.2).
 fn version_token(buf: &[u8]) -> Option<std::ops::Range<usize>> {
-    let line = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let line = request_line_start(buf);
     let end = line + buf[line..].iter().position(|&b| b == b'\n')?;
     let end = if buf[end - 1] == b'\r' { end - 1 } else { end };
     let start = end.checked_sub(8).filter(|&s| s >= line)?;
     let v = &buf[start..end];
     (v.starts_with(b"HTTP/") && v[5].is_ascii_digit() && v[6] == b'.' && v[7].is_ascii_digit())
         .then_some(start..end)
+}
+
+/// Where the request line begins: after the empty lines a client may send first (httparse
+/// skips them, RFC 9112 §2.2). `buf.len()` if there is nothing else yet.
+fn request_line_start(buf: &[u8]) -> usize {
+    buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len())
 }
 
 /// An incomplete head: read on, unless it is already over a limit.
@@ -137,7 +143,7 @@ fn incomplete<T>(buf: &[u8], limits: &Limits) -> Result<Option<T>, HttpError> {
 /// The request line is not complete and ends with what may still become `HTTP/M.m` + CR:
 /// the version httparse refused may be one [`version_error`] accepts, once the line is in.
 fn version_pending(buf: &[u8]) -> bool {
-    let line = &buf[buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len())..];
+    let line = &buf[request_line_start(buf)..];
     // method SP target SP version: the version is all that follows the second space.
     let Some(version) = line.splitn(3, |&b| b == b' ').nth(2) else { return false };
     !line.contains(&b'\n')

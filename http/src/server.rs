@@ -868,8 +868,8 @@ impl<S: Service> Server<S> {
 
 /// One line on stderr, `tidings: ` first. Unlike `eprintln!`, which panics when stderr is a
 /// pipe nobody reads any more (EPIPE: SIGPIPE is ignored), a failed write is dropped: a log
-/// line is never worth the loop.
-fn log(args: std::fmt::Arguments<'_>) {
+/// line is never worth the loop. The app logs through it too (`--access-log`, job panics).
+pub fn log(args: std::fmt::Arguments<'_>) {
     let _ = writeln!(io::stderr().lock(), "tidings: {args}");
 }
 
