@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// What each retained message costs besides its body (`app::hub::MESSAGE_OVERHEAD`).
+const OVERHEAD: u64 = app::hub::MESSAGE_OVERHEAD as u64;
+
 fn server() -> std::net::SocketAddr {
     start(opts())
 }
@@ -47,7 +50,7 @@ fn subscribe_with_query_cursor() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(r.header("cache-control"), Some("no-cache"));
-    assert_eq!(r.etag(), "\"3\"");
+    assert_eq!(r.etag_seq(), "\"3\"");
     let j = r.json();
     assert_eq!(j.get("channel").as_str(), "c");
     assert_eq!(messages(&j), vec![(1, b"m1".to_vec()), (2, b"m2".to_vec()), (3, b"m3".to_vec())]);
@@ -58,10 +61,14 @@ fn subscribe_with_query_cursor() {
     let r = c.get("/sub/c?since=1");
     assert_eq!(r.status, 200, "messages after the cursor are answered at once");
     assert_eq!(seqs(&r.json()), vec![2, 3]);
-    assert_eq!(r.etag(), "\"3\"");
-    // The answer's exact shape.
+    assert_eq!(r.etag_seq(), "\"3\"");
+    // The answer's exact shape; the epoch is the ETag's.
     let r = c.get("/sub/c?since=2");
-    assert_eq!(r.text(), r#"{"channel":"c","messages":[{"seq":3,"data":"m3"}],"next":3,"missed":0}"#);
+    let (epoch, _) = r.etag_parts();
+    let want = format!(
+        r#"{{"channel":"c","epoch":"{epoch}","messages":[{{"seq":3,"data":"m3"}}],"next":3,"missed":0}}"#
+    );
+    assert_eq!(r.text(), want);
 }
 
 #[test]
@@ -72,13 +79,13 @@ fn cursor_from_if_none_match_and_query_wins() {
     let r = c.get_with("/sub/c?timeout=0", &[("If-None-Match", "\"1\"")]);
     assert_eq!(r.status, 200);
     assert_eq!(seqs(&r.json()), vec![2, 3]);
-    assert_eq!(r.etag(), "\"3\"");
+    assert_eq!(r.etag_seq(), "\"3\"");
 
     // The ETag of an answer works as the next If-None-Match.
-    let etag = r.etag().to_string();
+    let etag = r.etag().to_string(); // "EPOCH:SEQ", sent back as is
     let r = c.get_with("/sub/c?timeout=0", &[("If-None-Match", &etag)]);
     assert_eq!(r.status, 304, "up to date");
-    assert_eq!(r.etag(), "\"3\"");
+    assert_eq!(r.etag_seq(), "\"3\"");
     assert!(r.body.is_empty());
 
     // Query and header disagree: the query wins, both ways.
@@ -90,7 +97,7 @@ fn cursor_from_if_none_match_and_query_wins() {
     assert_eq!(seqs(&r.json()), vec![1, 2, 3]);
     let r = c.get_with("/sub/c?since=3&timeout=0", &[("If-None-Match", "\"0\"")]);
     assert_eq!(r.status, 304);
-    assert_eq!(r.etag(), "\"3\"");
+    assert_eq!(r.etag_seq(), "\"3\"");
 }
 
 #[test]
@@ -102,19 +109,19 @@ fn timeout_answers_304_with_the_cursor() {
     let r = c.get("/sub/t?since=2&timeout=0.4");
     let took = t0.elapsed();
     assert_eq!(r.status, 304);
-    assert_eq!(r.etag(), "\"2\"");
+    assert_eq!(r.etag_seq(), "\"2\"");
     assert!(r.body.is_empty());
     assert!(took >= Duration::from_millis(350), "held only {took:?}");
     assert!(took < Duration::from_secs(5), "held {took:?}");
 
     // The cursor from If-None-Match comes back the same way.
     let r = c.get_with("/sub/t?timeout=0.2", &[("If-None-Match", "\"2\"")]);
-    assert_eq!((r.status, r.etag()), (304, "\"2\""));
+    assert_eq!((r.status, r.etag_seq().as_str()), (304, "\"2\""));
 
     // timeout=0: 304 at once.
     let t0 = Instant::now();
     let r = c.get("/sub/t?since=2&timeout=0");
-    assert_eq!((r.status, r.etag()), (304, "\"2\""));
+    assert_eq!((r.status, r.etag_seq().as_str()), (304, "\"2\""));
     assert!(t0.elapsed() < Duration::from_secs(2));
 
     // The connection is still usable after the 304s.
@@ -126,14 +133,14 @@ fn no_cursor_means_only_new_messages() {
     let addr = server();
     // A new channel: the 304's ETag is "0".
     let r = get(addr, "/sub/fresh?timeout=0.2");
-    assert_eq!((r.status, r.etag()), (304, "\"0\""));
+    assert_eq!((r.status, r.etag_seq().as_str()), (304, "\"0\""));
     let r = get(addr, "/sub/fresh2?timeout=0");
-    assert_eq!((r.status, r.etag()), (304, "\"0\""));
+    assert_eq!((r.status, r.etag_seq().as_str()), (304, "\"0\""));
 
     // An existing channel at seq 2: no cursor = up to date, ETag "2".
     publish_n(addr, "old", 2);
     let r = get(addr, "/sub/old?timeout=0.2");
-    assert_eq!((r.status, r.etag()), (304, "\"2\""), "old messages are not replayed");
+    assert_eq!((r.status, r.etag_seq().as_str()), (304, "\"2\""), "old messages are not replayed");
 
     // A held poll without cursor gets only what is published after it arrived.
     let mut sub = Client::connect(addr);
@@ -144,7 +151,7 @@ fn no_cursor_means_only_new_messages() {
     assert_eq!(p.json().get("subscribers").as_u64(), 1);
     let r = sub.read_response().unwrap();
     assert_eq!(r.status, 200);
-    assert_eq!(r.etag(), "\"3\"");
+    assert_eq!(r.etag_seq(), "\"3\"");
     let j = r.json();
     assert_eq!(messages(&j), vec![(3, b"new".to_vec())]);
     assert_eq!(j.get("next").as_u64(), 3);
@@ -170,12 +177,13 @@ fn held_poll_is_woken_by_a_publish() {
     for s in &mut subs {
         let r = s.read_response().unwrap();
         assert_eq!(r.status, 200);
-        assert_eq!(r.etag(), "\"2\"");
+        assert_eq!(r.etag_seq(), "\"2\"");
         assert_eq!(r.header("cache-control"), Some("no-cache"));
-        assert_eq!(
-            r.text(),
-            r#"{"channel":"w","messages":[{"seq":2,"data":"wake up"}],"next":2,"missed":0}"#
+        let (epoch, _) = r.etag_parts();
+        let want = format!(
+            r#"{{"channel":"w","epoch":"{epoch}","messages":[{{"seq":2,"data":"wake up"}}],"next":2,"missed":0}}"#
         );
+        assert_eq!(r.text(), want);
     }
     assert!(t0.elapsed() < Duration::from_secs(2), "woken after {:?}", t0.elapsed());
     assert_eq!(stat(addr, "waiting_polls"), 1, "the other channel's waiter still waits");
@@ -195,14 +203,14 @@ fn batch_limit() {
     loop {
         let r = c.get(&format!("/sub/b?since={cursor}&timeout=0"));
         if r.status == 304 {
-            assert_eq!(r.etag(), "\"7\"");
+            assert_eq!(r.etag_seq(), "\"7\"");
             break;
         }
         let j = r.json();
         let s = seqs(&j);
         assert!(s.len() <= 3, "batch of {}", s.len());
         assert_eq!(j.get("next").as_u64(), *s.last().unwrap());
-        assert_eq!(r.etag(), format!("\"{}\"", s.last().unwrap()));
+        assert_eq!(r.etag_seq(), format!("\"{}\"", s.last().unwrap()));
         cursor = j.get("next").as_u64();
         batches.push(s);
     }
@@ -234,39 +242,39 @@ fn missed_counts_evicted_messages() {
     assert_eq!((seqs(&j), j.get("missed").as_u64()), (vec![5, 6], 0));
     let s = stats(addr);
     assert_eq!(s.get("retained_messages").as_u64(), 3);
-    assert_eq!(s.get("retained_bytes").as_u64(), 6);
+    // Bodies of 2 bytes, plus the fixed overhead of each message.
+    assert_eq!(s.get("retained_bytes").as_u64(), 3 * (2 + OVERHEAD));
     assert_eq!(s.get("published_total").as_u64(), 6);
 }
 
 #[test]
 fn retain_bytes_evicts_oldest() {
-    let addr = start(hub_opts(|h| h.retain_bytes = 10));
+    // Room for two 4-byte messages (each costs 4 + OVERHEAD), not three.
+    let mut o = hub_opts(|h| h.retain_bytes = 2 * (4 + OVERHEAD as usize) + 10);
+    o.max_message = 16;
+    let addr = start(o);
     let mut c = Client::connect(addr);
     for i in 1..=4u64 {
         let r = c.post("/pub/rb", format!("abc{i}").as_bytes()); // 4 bytes each
         assert_eq!(r.json().get("seq").as_u64(), i);
     }
-    // 10 bytes hold two 4-byte messages.
     let j = c.get("/sub/rb?since=0&timeout=0").json();
     assert_eq!(seqs(&j), vec![3, 4]);
     assert_eq!(j.get("missed").as_u64(), 2);
     let s = stats(addr);
     assert_eq!(s.get("retained_messages").as_u64(), 2);
-    assert_eq!(s.get("retained_bytes").as_u64(), 8);
+    assert_eq!(s.get("retained_bytes").as_u64(), 2 * (4 + OVERHEAD));
 
-    // A message larger than --retain-bytes cannot be retained, but it still counts: the
-    // channel's seq keeps going (+1 per message).
-    let big = vec![b'x'; 11];
+    // A message of --max-message always fits (the flags are checked at start): it evicts
+    // the older ones and the channel's seq keeps going (+1 per message).
+    let big = vec![b'x'; 16];
     assert_eq!(c.post("/pub/rb", &big).json().get("seq").as_u64(), 5);
     assert_eq!(c.post("/pub/rb", b"ok").json().get("seq").as_u64(), 6);
     let j = c.get("/sub/rb?since=4&timeout=0").json();
-    assert_eq!(messages(&j), vec![(6, b"ok".to_vec())]);
-    assert_eq!(j.get("missed").as_u64(), 1);
-    // Same on a fresh channel whose only message is too big.
-    assert_eq!(c.post("/pub/rb2", &big).json().get("seq").as_u64(), 1);
-    assert_eq!(c.post("/pub/rb2", &big).json().get("seq").as_u64(), 2);
-    let r = c.get("/sub/rb2?since=2&timeout=0");
-    assert_eq!((r.status, r.etag()), (304, "\"2\""));
+    assert_eq!(messages(&j), vec![(5, big.clone()), (6, b"ok".to_vec())]);
+    assert_eq!(j.get("missed").as_u64(), 0);
+    let r = c.get("/sub/rb?since=6&timeout=0");
+    assert_eq!((r.status, r.etag_seq().as_str()), (304, "\"6\""));
 }
 
 #[test]
@@ -317,7 +325,7 @@ fn cursor_ahead_resets() {
     assert_eq!(j.get("missed").as_u64(), 0);
     assert_eq!(seqs(&j), vec![1, 2], "from the oldest, at most max-batch");
     assert_eq!(j.get("next").as_u64(), 2);
-    assert_eq!(r.etag(), "\"2\"");
+    assert_eq!(r.etag_seq(), "\"2\"");
     // Via If-None-Match too.
     let mut c = Client::connect(addr);
     let r = c.get_with("/sub/a?timeout=30", &[("If-None-Match", "\"99\"")]);
@@ -334,7 +342,7 @@ fn cursor_ahead_resets() {
     // A channel that does not exist: empty, next = its last seq (0).
     let r = get(addr, "/sub/nothing?since=5&timeout=30");
     assert_eq!(r.status, 200);
-    assert_eq!(r.etag(), "\"0\"");
+    assert_eq!(r.etag_seq(), "\"0\"");
     let j = r.json();
     assert_eq!(j.get("messages").as_array().len(), 0);
     assert_eq!((j.get("next").as_u64(), j.get("missed").as_u64()), (0, 0));
@@ -493,12 +501,12 @@ fn pipelined_publish_waits_for_the_held_poll() {
     assert_eq!(s.get("published_total").as_u64(), 0, "the pipelined POST ran early");
     assert_eq!(s.get("waiting_polls").as_u64(), 1);
     let r = get(addr, "/sub/pipe?since=0&timeout=0");
-    assert_eq!((r.status, r.etag()), (304, "\"0\""));
+    assert_eq!((r.status, r.etag_seq().as_str()), (304, "\"0\""));
 
     let poll = c.read_response().unwrap();
     let took = t0.elapsed();
     assert_eq!(poll.status, 304, "the POST must not wake the poll queued before it");
-    assert_eq!(poll.etag(), "\"0\"");
+    assert_eq!(poll.etag_seq(), "\"0\"");
     assert!(took >= Duration::from_millis(450), "poll answered after {took:?}");
     let publish = c.read_response().unwrap();
     assert_eq!(publish.status, 200);
@@ -562,11 +570,19 @@ fn max_channels_503() {
     let r = post(addr, "/pub/three", b"x");
     assert_eq!(r.status, 503);
     assert!(r.header("retry-after").is_some());
+    // Subscribers do not count: only channels that hold messages do, so waiting on channels
+    // nobody publishes to cannot lock publishers out.
     let r = get(addr, "/sub/three?since=0&timeout=0");
-    assert_eq!(r.status, 503, "a subscribe would create a channel too");
+    assert_eq!(r.status, 304, "a subscribe is not refused");
+    let mut held = Client::connect(addr);
+    held.send_request("GET", "/sub/four?timeout=30", &[], b"");
+    wait_stat(addr, "waiting_polls", 1, Duration::from_secs(5));
+    assert_eq!(stat(addr, "channels"), 3, "two with messages, one with a waiter");
+    assert_eq!(post(addr, "/pub/four", b"x").status, 503, "a publish there would make a third");
     // Existing channels keep working.
     assert_eq!(post(addr, "/pub/one", b"y").json().get("seq").as_u64(), 2);
-    assert_eq!(stat(addr, "channels"), 2);
+    drop(held);
+    wait_stat(addr, "channels", 2, Duration::from_secs(5));
 }
 
 #[test]
@@ -576,7 +592,7 @@ fn stats_and_metrics() {
     get(addr, "/sub/s?since=0&timeout=0");
     get(addr, "/nope");
     let s = stats(addr);
-    const KEYS: [&str; 14] = [
+    const KEYS: [&str; 15] = [
         "connections",
         "waiting_polls",
         "channels",
@@ -584,6 +600,7 @@ fn stats_and_metrics() {
         "retained_bytes",
         "published_total",
         "delivered_total",
+        "evicted_total",
         "timers_pending",
         "loop_wakeups_total",
         "remote_wakeups_total",
@@ -599,7 +616,7 @@ fn stats_and_metrics() {
     assert_eq!(s.get("delivered_total").as_u64(), 2);
     assert_eq!(s.get("channels").as_u64(), 1);
     assert_eq!(s.get("retained_messages").as_u64(), 2);
-    assert_eq!(s.get("retained_bytes").as_u64(), 4);
+    assert_eq!(s.get("retained_bytes").as_u64(), 2 * (2 + OVERHEAD));
     assert_eq!(s.get("connections").as_u64(), 1, "just the one asking");
     assert!(s.get("accepted_total").as_u64() >= 4);
     let responses = s.get("responses_total");

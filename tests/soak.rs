@@ -209,8 +209,8 @@ fn follower(sh: &Shared, ch: usize, idx: usize) -> (u64, u64, u64) {
                 if j.opt("reset").is_some() {
                     sh.error(format!("follower {ch}.{idx}: unexpected reset at cursor {cursor}"));
                 }
-                if r.etag() != format!("\"{next}\"") {
-                    sh.error(format!("follower {ch}.{idx}: ETag {} for next {next}", r.etag()));
+                if r.etag_seq() != format!("\"{next}\"") {
+                    sh.error(format!("follower {ch}.{idx}: ETag {} for next {next}", r.etag_seq()));
                 }
                 received += got.len() as u64;
                 missed += m;
@@ -219,8 +219,11 @@ fn follower(sh: &Shared, ch: usize, idx: usize) -> (u64, u64, u64) {
                 sh.count("messages delivered", got.len() as u64);
             }
             304 => {
-                if r.etag() != etag {
-                    sh.error(format!("follower {ch}.{idx}: 304 with ETag {} for cursor {cursor}", r.etag()));
+                if r.etag_seq() != etag {
+                    sh.error(format!(
+                        "follower {ch}.{idx}: 304 with ETag {} for cursor {cursor}",
+                        r.etag_seq()
+                    ));
                 }
                 sh.count("polls answered 304", 1);
             }

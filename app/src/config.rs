@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::hub::HubLimits;
+use crate::hub::{self, HubLimits, MESSAGE_OVERHEAD};
 
 /// Everything the binary can be told. The server's own settings (address, head limit,
 /// timeouts, connection limits) are an [`http::Config`] and the hub's retention limits a
@@ -17,7 +17,8 @@ pub struct Options {
     /// `--keepalive-timeout`, `--max-connections`, `--max-requests-per-connection`,
     /// `--shutdown-timeout`. (The body limit is `max_message`: see [`Options::http_config`].)
     pub http: http::Config,
-    /// `--retain`, `--retain-bytes`, `--max-channels`, `--max-batch`.
+    /// `--retain`, `--retain-bytes`, `--max-retained-bytes`, `--max-channels`, `--max-batch`,
+    /// `--max-answer-bytes`, `--message-ttl`.
     pub hub: HubLimits,
     pub poll_timeout: Duration,
     pub max_message: usize,
@@ -50,8 +51,13 @@ USAGE: tidings [FLAGS]
   --max-message BYTES                largest message POST /pub accepts (else 413) [65536]
   --max-batch N                      most messages in one /sub answer [100]
   --retain N                         messages each channel keeps [1000]
-  --retain-bytes BYTES               message bytes each channel keeps [1048576]
-  --max-channels N                   most channels; past it new channels get 503 [100000]
+  --retain-bytes BYTES               bytes each channel keeps: bodies + 64 per message [1048576]
+  --max-retained-bytes BYTES         bytes all channels keep together, counted the same way;
+                                     past it the oldest messages of any channel go [268435456]
+  --message-ttl SECS                 messages older than this are evicted, 0 = never [3600]
+  --max-answer-bytes BYTES           longest /sub answer body (at least one message) [1048576]
+  --max-channels N                   most channels holding messages; past it a publish to a
+                                     new channel gets 503 [100000]
   --workers N                        worker threads for /work [number of cores]
   --work-queue N                     /work jobs waiting for a thread; past it 503 [64]
   --max-header-bytes BYTES           longest request head (else 431) [16384]
@@ -64,7 +70,10 @@ USAGE: tidings [FLAGS]
   --access-log                       log one line per request to stderr
   --help                             print this and exit
 
-Endpoints: POST /pub/{channel}, GET /sub/{channel}?since=S&timeout=T, GET /work?ms=M,
+The limits must agree: --max-message + 64 <= --retain-bytes <= --max-retained-bytes, and
+--max-answer-bytes must hold one message of --max-message bytes (4/3 of it + 384).
+
+Endpoints: POST /pub/{channel}, GET /sub/{channel}?since=S&epoch=E&timeout=T, GET /work?ms=M,
 GET /stats, GET /metrics, GET / (chat demo), GET /plaintext.
 SIGINT/SIGTERM stop gracefully (held polls get 304) with exit code 0.
 ";
@@ -116,6 +125,12 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--max-batch" => o.hub.max_batch = count(&name, v, 1)?,
             "--retain" => o.hub.retain = count(&name, v, 1)?,
             "--retain-bytes" => o.hub.retain_bytes = count(&name, v, 1)?,
+            "--max-retained-bytes" => o.hub.max_retained_bytes = count(&name, v, 1)?,
+            "--max-answer-bytes" => o.hub.max_answer_bytes = count(&name, v, 1)?,
+            "--message-ttl" => {
+                let ttl = seconds(&name, v)?;
+                o.hub.message_ttl_ms = ttl.as_millis().try_into().unwrap_or(u64::MAX);
+            }
             "--max-channels" => o.hub.max_channels = count(&name, v, 1)?,
             "--workers" => o.workers = count(&name, v, 1)?,
             "--work-queue" => o.work_queue = count(&name, v, 0)?,
@@ -132,6 +147,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             _ => return Err(format!("unknown flag {name} (see --help)")),
         }
     }
+    o.check()?;
     Ok(Command::Run(o))
 }
 
@@ -181,6 +197,33 @@ pub fn parse_seconds(v: &str) -> Option<Duration> {
 }
 
 impl Options {
+    /// Whether the limits agree with each other (one line naming the flags if not): a message
+    /// the hub accepts must fit in a channel, a channel in the hub, and the message in an
+    /// answer, or the bounds would be broken by the first big message.
+    pub fn check(&self) -> Result<(), String> {
+        let h = &self.hub;
+        if self.max_message.saturating_add(MESSAGE_OVERHEAD) > h.retain_bytes {
+            return Err(format!(
+                "--max-message {} plus {MESSAGE_OVERHEAD} bytes of overhead does not fit in --retain-bytes {}",
+                self.max_message, h.retain_bytes
+            ));
+        }
+        if h.retain_bytes > h.max_retained_bytes {
+            return Err(format!(
+                "--retain-bytes {} is larger than --max-retained-bytes {}",
+                h.retain_bytes, h.max_retained_bytes
+            ));
+        }
+        let one = hub::max_encoded_len(self.max_message).saturating_add(hub::ANSWER_FRAME);
+        if h.max_answer_bytes < one {
+            return Err(format!(
+                "--max-answer-bytes {} cannot hold one message of --max-message {} bytes (needs {one})",
+                h.max_answer_bytes, self.max_message
+            ));
+        }
+        Ok(())
+    }
+
     /// The server's configuration: `http` with the body limit set to `--max-message` (the
     /// only request bodies the hub accepts are messages) and the request line kept within
     /// the head limit.
@@ -220,6 +263,24 @@ mod tests {
         assert!(run(&["--bogus", "1"]).unwrap_err().contains("--bogus"));
         assert!(run(&["--poll-timeout", "301"]).unwrap_err().contains("--poll-timeout"));
         assert!(run(&["--listen"]).unwrap_err().contains("--listen"));
+    }
+
+    #[test]
+    fn limits_must_agree() {
+        assert!(run(&[]).is_ok(), "the defaults agree");
+        let e = run(&["--max-message", "2000000"]).unwrap_err();
+        assert!(e.contains("--max-message") && e.contains("--retain-bytes"), "{e}");
+        let e = run(&["--retain-bytes", "1000", "--max-message", "1000"]).unwrap_err();
+        assert!(e.contains("--max-message"), "{e}");
+        assert!(run(&["--retain-bytes", "1064", "--max-message", "1000"]).is_ok());
+        let e = run(&["--max-retained-bytes", "1000"]).unwrap_err();
+        assert!(e.contains("--retain-bytes") && e.contains("--max-retained-bytes"), "{e}");
+        let e = run(&["--max-answer-bytes", "65536"]).unwrap_err();
+        assert!(e.contains("--max-answer-bytes"), "{e}");
+        assert!(run(&["--max-answer-bytes", "87770"]).is_ok());
+        assert!(run(&["--max-answer-bytes", "87769"]).is_err());
+        assert_eq!(run(&["--message-ttl", "0"]).unwrap().hub.message_ttl_ms, 0);
+        assert_eq!(run(&["--message-ttl", "1.5"]).unwrap().hub.message_ttl_ms, 1500);
     }
 
     #[test]

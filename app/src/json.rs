@@ -31,6 +31,17 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// The length of `s` escaped by [`push_str`], without the quotes.
+pub fn escaped_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends a decimal number.
@@ -72,7 +83,9 @@ mod tests {
 
     #[test]
     fn escapes() {
-        assert_eq!(s(|o| push_str(o, "a\"b\\c\nd\u{1}é")), "\"a\\\"b\\\\c\\nd\\u0001é\"");
+        let raw = "a\"b\\c\nd\u{1}é";
+        assert_eq!(s(|o| push_str(o, raw)), "\"a\\\"b\\\\c\\nd\\u0001é\"");
+        assert_eq!(escaped_len(raw) + 2, s(|o| push_str(o, raw)).len());
     }
 
     #[test]

@@ -3,10 +3,15 @@
 //! | route | answer |
 //! |---|---|
 //! | `POST /pub/{channel}` | append the body, wake the channel's waiters: `{"seq":N,"subscribers":K}` |
-//! | `GET /sub/{channel}?since=S&timeout=T` | messages after S now, or hold until a publish (200) or T (304) |
+//! | `GET /sub/{channel}?since=S&epoch=E&timeout=T` | messages after S now, or hold until a publish (200) or T (304) |
 //! | `GET /work?ms=M` | a CPU-heavy job on the worker pool, answered when it is done |
 //! | `GET /stats`, `GET /metrics` | counters as JSON / Prometheus text |
 //! | `GET /`, `GET /plaintext` | the chat demo page, `Hello, World!` |
+//!
+//! Every answer about a channel says where the client stands as `ETag: "EPOCH:SEQ"` (and
+//! `epoch`, `next` in the JSON); the client sends it back as `If-None-Match` or as
+//! `?since=SEQ&epoch=EPOCH`. A bare `"SEQ"` or a `since` without `epoch` still works, with the
+//! rules of before epochs (see [`crate::hub`]).
 //!
 //! Held polls keep their [`Responder`]; the hub answers them from `publish`, from their timer,
 //! or (304) at shutdown. If the client leaves first, the server calls `on_close` with the
@@ -23,7 +28,7 @@ use reactor::{Remote, SubmitError, TimerId, WorkerPool};
 use slab::Slab;
 
 use crate::config::{parse_seconds, Options};
-use crate::hub::{valid_channel_name, Hub, HubError, Poll};
+use crate::hub::{self, valid_channel_name, Answer, Cursor, Hub, HubError, Poll};
 use crate::json;
 
 /// Messages from worker threads to the loop.
@@ -49,7 +54,12 @@ pub struct Tidings {
     stopping: Arc<AtomicBool>,
     /// Test-only: `/work` jobs of exactly this many ms panic (see [`TEST_PANIC_ENV`]).
     panic_ms: Option<u64>,
+    /// The one timer that evicts messages past `--message-ttl`, armed for the oldest one.
+    ttl_timer: Option<TimerId>,
 }
+
+/// The tag of the TTL timer (waiters' timers are tagged with their key, far below it).
+const TTL_TIMER: u64 = 1 << 62;
 
 /// Test-only fault injection, off unless this environment variable is set when the service
 /// starts: `TIDINGS_TEST_PANIC_MS=<ms>` makes every `/work?ms=<ms>` job panic in its worker
@@ -68,6 +78,7 @@ fn on_job_panic(ticket: u64, message: String) -> Msg {
 impl Tidings {
     /// `remote` is the loop's, for the worker pool to send results back.
     pub fn new(opts: Options, remote: Remote<Msg>) -> std::io::Result<Tidings> {
+        opts.check().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let pool = WorkerPool::new(opts.workers, opts.work_queue, remote, on_job_panic)?;
         let stopping = Arc::new(AtomicBool::new(false));
         let panic_ms = std::env::var(TEST_PANIC_ENV).ok().and_then(|v| v.trim().parse().ok());
@@ -75,7 +86,7 @@ impl Tidings {
             crate::log(format_args!("{TEST_PANIC_ENV}={ms}: /work?ms={ms} jobs will panic (test only)"));
         }
         let hub = Hub::new(opts.hub);
-        Ok(Tidings { hub, opts, pool, jobs: Slab::new(), stopping, panic_ms })
+        Ok(Tidings { hub, opts, pool, jobs: Slab::new(), stopping, panic_ms, ttl_timer: None })
     }
 
     pub fn hub(&self) -> &Hub {
@@ -91,10 +102,14 @@ impl Tidings {
     }
 
     fn publish(&mut self, ctx: &mut Ctx<'_, Msg>, req: &Request<'_>, name: &str, responder: Responder) {
-        let (seq, woken) = match self.hub.publish(name, req.body.to_vec()) {
+        let (seq, _epoch, woken) = match self.hub.publish(name, req.body.to_vec(), ctx.now_ms()) {
             Ok(r) => r,
             Err(HubError::TooManyChannels) => {
                 return self.answer(ctx, responder, too_many_channels(), req.target);
+            }
+            Err(HubError::TooLarge) => {
+                let resp = Response::text(413, "message larger than the retention limits");
+                return self.answer(ctx, responder, resp, req.target);
             }
         };
         let subscribers = woken.len();
@@ -102,13 +117,9 @@ impl Tidings {
             if let Some(t) = w.timer {
                 ctx.cancel_timer(t);
             }
-            let resp = Response::new(200)
-                .content_type("application/json")
-                .header("ETag", format_args!("\"{}\"", w.next))
-                .header("Cache-Control", "no-cache")
-                .body(Body::Shared(w.body));
-            self.answer(ctx, w.responder, resp, "held GET /sub");
+            self.answer(ctx, w.responder, messages(&w.answer), "held GET /sub");
         }
+        self.arm_ttl_timer(ctx);
         let mut body = Vec::with_capacity(40);
         body.extend_from_slice(b"{\"seq\":");
         json::push_u64(&mut body, seq);
@@ -130,26 +141,24 @@ impl Tidings {
                 _ => return self.answer(ctx, responder, bad_request("invalid timeout"), req.target),
             },
         };
-        match self.hub.subscribe(name, since) {
-            Err(HubError::TooManyChannels) => self.answer(ctx, responder, too_many_channels(), req.target),
-            Ok(Poll::Messages { body, next, .. }) => {
-                let resp = Response::json(200, body)
-                    .header("ETag", format_args!("\"{next}\""))
-                    .header("Cache-Control", "no-cache");
-                self.answer(ctx, responder, resp, req.target);
-            }
+        match self.hub.subscribe(name, since, ctx.now_ms()) {
+            Poll::Messages(answer) => self.answer(ctx, responder, messages(&answer), req.target),
             // Nothing to wait for: `timeout=0`, or the server is stopping (the held polls
             // were answered 304 at shutdown; one whose request completes later gets the same
             // at once rather than holding the stop until its deadline).
-            Ok(Poll::Hold { chan, cursor }) if timeout.is_zero() || self.stopping.load(Ordering::Relaxed) => {
+            Poll::Hold { chan, cursor, epoch }
+                if timeout.is_zero() || self.stopping.load(Ordering::Relaxed) =>
+            {
                 self.hub.release_channel(chan);
-                self.answer(ctx, responder, not_modified(cursor), req.target);
+                self.answer(ctx, responder, not_modified(epoch, cursor), req.target);
             }
-            Ok(Poll::Hold { chan, cursor }) => {
-                let key = self.hub.vacant_waiter_key();
-                ctx.set_note(&responder, key as u64 + 1);
-                let timer = ctx.set_timer(timeout, key as u64);
-                self.hub.add_waiter(chan, cursor, responder, Some(timer));
+            Poll::Hold { chan, cursor, .. } => {
+                let key = self
+                    .hub
+                    .add_waiter(chan, cursor, responder, |key| Some(ctx.set_timer(timeout, key as u64)));
+                if let Some(w) = self.hub.waiter(key) {
+                    ctx.set_note(&w.responder, key as u64 + 1);
+                }
             }
         }
     }
@@ -208,7 +217,7 @@ impl Tidings {
     }
 
     /// Every scalar counter, by its public name (shared by /stats and /metrics).
-    fn counters(&self, ctx: &Ctx<'_, Msg>) -> [(&'static str, u64); 14] {
+    fn counters(&self, ctx: &Ctx<'_, Msg>) -> [(&'static str, u64); 15] {
         let hub = self.hub.stats();
         let server = ctx.stats();
         let lp = ctx.loop_stats();
@@ -220,6 +229,7 @@ impl Tidings {
             ("retained_bytes", hub.retained_bytes as u64),
             ("published_total", hub.published_total),
             ("delivered_total", hub.delivered_total),
+            ("evicted_total", hub.evicted_total),
             ("timers_pending", lp.timers_pending as u64),
             ("loop_wakeups_total", lp.iterations),
             ("remote_wakeups_total", lp.remote_wakeups),
@@ -232,11 +242,24 @@ impl Tidings {
 
     /// Ends a held poll with 304 (timeout or shutdown).
     fn expire_waiter(&mut self, ctx: &mut Ctx<'_, Msg>, key: usize) {
-        if let Some(w) = self.hub.remove_waiter(key) {
+        if let Some(hub::Removed { waiter: w, epoch }) = self.hub.remove_waiter(key) {
             if let Some(t) = w.timer {
                 ctx.cancel_timer(t);
             }
-            self.answer(ctx, w.responder, not_modified(w.cursor), "held GET /sub");
+            self.answer(ctx, w.responder, not_modified(epoch, w.cursor), "held GET /sub");
+        }
+    }
+
+    /// Keeps the TTL timer armed for the oldest retained message, if there is a TTL and a
+    /// message. One timer for the whole hub: when it fires, the expired messages go (oldest
+    /// first, no scan) and it is armed again for the next one.
+    fn arm_ttl_timer(&mut self, ctx: &mut Ctx<'_, Msg>) {
+        if self.ttl_timer.is_some() {
+            return;
+        }
+        let now = ctx.now_ms();
+        if let Some(due) = self.hub.expire(now) {
+            self.ttl_timer = Some(ctx.set_timer(Duration::from_millis(due.saturating_sub(now)), TTL_TIMER));
         }
     }
 }
@@ -282,7 +305,7 @@ impl Service for Tidings {
         // A held poll's client left: drop its waiter and timer now, write nothing.
         let Some(key) = (note as usize).checked_sub(1) else { return };
         if self.hub.waiter(key).is_some_and(|w| w.responder.conn() == conn) {
-            if let Some(w) = self.hub.remove_waiter(key) {
+            if let Some(hub::Removed { waiter: w, .. }) = self.hub.remove_waiter(key) {
                 if let Some(t) = w.timer {
                     ctx.cancel_timer(t);
                 }
@@ -291,6 +314,13 @@ impl Service for Tidings {
     }
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_, Msg>, id: TimerId, tag: u64) {
+        if tag == TTL_TIMER {
+            if self.ttl_timer == Some(id) {
+                self.ttl_timer = None;
+                self.arm_ttl_timer(ctx);
+            }
+            return;
+        }
         let key = tag as usize;
         if self.hub.waiter(key).is_some_and(|w| w.timer == Some(id)) {
             self.expire_waiter(ctx, key);
@@ -358,19 +388,41 @@ fn channel(name: &str) -> Result<&str, Response> {
     Ok(name)
 }
 
-/// The cursor from `?since=S` or, failing that, `If-None-Match: "S"`.
-fn cursor(req: &Request<'_>) -> Result<Option<u64>, &'static str> {
+/// The cursor from `?since=S[&epoch=E]` or, failing that, `If-None-Match: "E:S"` (or `"S"`).
+fn cursor(req: &Request<'_>) -> Result<Option<Cursor>, &'static str> {
     if let Some(v) = req.query_param("since") {
-        return parse_u64(v).map(Some).ok_or("invalid since");
+        let since = parse_u64(v).ok_or("invalid since")?;
+        let epoch = match req.query_param("epoch") {
+            None => None,
+            Some(e) => Some(hub::parse_epoch(e).ok_or("invalid epoch: 8 hex digits")?),
+        };
+        return Ok(Some(Cursor { since, epoch }));
     }
     let Some(raw) = req.header("if-none-match") else { return Ok(None) };
     let v = std::str::from_utf8(raw).map_err(|_| "invalid If-None-Match")?.trim();
     let v = v.strip_prefix("W/").unwrap_or(v);
-    v.strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .and_then(parse_u64)
-        .map(Some)
-        .ok_or("invalid If-None-Match")
+    let tag = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).ok_or("invalid If-None-Match")?;
+    let (epoch, since) = match tag.split_once(':') {
+        Some((e, s)) => (Some(hub::parse_epoch(e).ok_or("invalid If-None-Match")?), s),
+        None => (None, tag),
+    };
+    let since = parse_u64(since).ok_or("invalid If-None-Match")?;
+    Ok(Some(Cursor { since, epoch }))
+}
+
+/// The ETag of a cursor: `"EPOCH:SEQ"`.
+fn etag(epoch: u32, seq: u64) -> String {
+    format!("\"{}:{seq}\"", hub::format_epoch(epoch))
+}
+
+/// A 200 with messages (or an empty reset). The body is shared, not copied, when the same
+/// answer goes to many subscribers.
+fn messages(a: &Answer) -> Response {
+    Response::new(200)
+        .content_type("application/json")
+        .header("ETag", etag(a.epoch, a.next))
+        .header("Cache-Control", "no-cache")
+        .body(Body::Shared(a.body.clone()))
 }
 
 /// A plain decimal u64 (digits only).
@@ -385,8 +437,8 @@ fn bad_request(what: &'static str) -> Response {
     Response::text(400, what)
 }
 
-fn not_modified(cursor: u64) -> Response {
-    Response::new(304).header("ETag", format_args!("\"{cursor}\"")).header("Cache-Control", "no-cache")
+fn not_modified(epoch: u32, cursor: u64) -> Response {
+    Response::new(304).header("ETag", etag(epoch, cursor)).header("Cache-Control", "no-cache")
 }
 
 fn too_many_channels() -> Response {

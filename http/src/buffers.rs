@@ -7,16 +7,41 @@
 //! while a busy connection reuses warm buffers instead of allocating per request.
 //!
 //! [`Output`] is a connection's pending output: a byte buffer for heads and small bodies,
-//! followed by a queue of large owned bodies that are written with `writev` straight from
-//! where the application built them, never copied.
+//! followed by a queue of large bodies that are written with `writev` straight from where the
+//! application built them, never copied. A large *shared* body (one answer fanned out to many
+//! subscribers) is queued by reference: ten thousand connections that have not read it yet
+//! hold one copy of it between them, plus their own heads.
+//!
+//! When the socket is full, [`Output::park`] moves the few pending bytes of a pooled buffer
+//! into a buffer of their own size: a client that stops reading then pins its unsent bytes,
+//! not a whole pool buffer.
 
 use std::collections::VecDeque;
 use std::io;
+use std::rc::Rc;
 
 use reactor::net::Stream;
 
-/// Bodies at least this large are queued as they are instead of copied into the buffer.
+/// Owned bodies at least this large are queued as they are instead of copied into the buffer.
 const QUEUE_THRESHOLD: usize = 16 * 1024;
+/// Shared bodies at least this large are queued by reference. Smaller ones are copied: a
+/// copy that size costs less than the extra `writev` entry, and no more memory than the head.
+const SHARE_THRESHOLD: usize = 512;
+
+/// A body waiting in the queue: owned by this connection, or shared with others.
+enum Queued {
+    Owned(Vec<u8>),
+    Shared(Rc<[u8]>),
+}
+
+impl Queued {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Queued::Owned(v) => v,
+            Queued::Shared(b) => b,
+        }
+    }
+}
 
 /// A free list of byte buffers of one nominal size.
 pub struct BufferPool {
@@ -42,10 +67,6 @@ impl BufferPool {
             self.free.push(buf);
         }
     }
-
-    pub fn free_buffers(&self) -> usize {
-        self.free.len()
-    }
 }
 
 /// Pending output of one connection, in order: `buf[off..]`, then each queued body.
@@ -53,7 +74,7 @@ impl BufferPool {
 pub struct Output {
     buf: Vec<u8>,
     off: usize,
-    queued: VecDeque<Vec<u8>>,
+    queued: VecDeque<Queued>,
     queued_off: usize,
     len: usize,
 }
@@ -70,8 +91,14 @@ impl Output {
     /// The buffer to append small output to (taken from `pool` if the connection holds none).
     /// Call [`Output::commit`] after appending.
     pub fn tail(&mut self, pool: &mut BufferPool) -> &mut Vec<u8> {
-        if let Some(last) = self.queued.back_mut() {
-            return last;
+        if !self.queued.is_empty() {
+            // Small output behind a queued body goes after it, in an owned buffer of its own.
+            if !matches!(self.queued.back(), Some(Queued::Owned(_))) {
+                self.queued.push_back(Queued::Owned(Vec::new()));
+            }
+            if let Some(Queued::Owned(last)) = self.queued.back_mut() {
+                return last;
+            }
         }
         if self.buf.capacity() == 0 {
             self.buf = pool.take();
@@ -96,7 +123,30 @@ impl Output {
             self.push_copy(pool, &bytes);
         } else {
             self.len += bytes.len();
-            self.queued.push_back(bytes);
+            self.queued.push_back(Queued::Owned(bytes));
+        }
+    }
+
+    /// Appends a body shared with other connections: copied if small, else queued by
+    /// reference (one more count on the same bytes, however many connections send them).
+    pub fn push_shared(&mut self, pool: &mut BufferPool, bytes: &Rc<[u8]>) {
+        if bytes.len() < SHARE_THRESHOLD {
+            self.push_copy(pool, bytes);
+        } else {
+            self.len += bytes.len();
+            self.queued.push_back(Queued::Shared(bytes.clone()));
+        }
+    }
+
+    /// The socket is full and bytes remain: if they sit in a pooled buffer much larger than
+    /// they are, move them to an exact-size buffer and give the pooled one back. A client that
+    /// never reads then costs its unsent bytes, not a pool buffer (16 KiB by default).
+    pub fn park(&mut self, pool: &mut BufferPool) {
+        let pending = self.buf.len() - self.off;
+        if self.buf.capacity() >= pool.size && pending <= self.buf.capacity() / 4 {
+            let small = self.buf[self.off..].to_vec();
+            pool.give(std::mem::replace(&mut self.buf, small));
+            self.off = 0;
         }
     }
 
@@ -110,6 +160,7 @@ impl Output {
             parts[0] = &self.buf[self.off..];
             let mut count = 1;
             for (i, q) in self.queued.iter().take(parts.len() - 1).enumerate() {
+                let q = q.bytes();
                 parts[count] = if i == 0 { &q[self.queued_off..] } else { q };
                 count += 1;
             }
@@ -130,7 +181,7 @@ impl Output {
         }
         while n > 0 {
             let Some(front) = self.queued.front() else { break };
-            let left = front.len() - self.queued_off;
+            let left = front.bytes().len() - self.queued_off;
             if n >= left {
                 n -= left;
                 self.queued.pop_front();

@@ -18,8 +18,8 @@ pub enum Body {
     Static(&'static [u8]),
     /// Owned bytes. Large ones are queued as they are, not copied into the output buffer.
     Bytes(Vec<u8>),
-    /// Shared with other responses (one answer sent to many subscribers): built once,
-    /// copied only into each connection's output.
+    /// Shared with other responses (one answer sent to many subscribers): built once, and
+    /// queued by reference in each connection's output (copied only when small).
     Shared(std::rc::Rc<[u8]>),
 }
 

@@ -638,7 +638,10 @@ impl<S: Service> Server<S> {
         while !conn.out.is_empty() {
             match conn.out.write_to(&conn.stream, &mut core.pool) {
                 Ok(_) => conn.since = r.now_ms(),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.out.park(&mut core.pool);
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     // EPIPE / ECONNRESET: the client is gone.
@@ -898,13 +901,12 @@ impl Core {
         if let (true, Body::Static(b)) = (with_body, &resp.body) {
             out.extend_from_slice(b);
         }
-        if let (true, Body::Shared(b)) = (with_body, &resp.body) {
-            out.extend_from_slice(b);
-        }
         let written = out.len() - before;
         conn.out.commit(written);
-        if let (true, Body::Bytes(b)) = (with_body, resp.body) {
-            conn.out.push_owned(&mut self.pool, b);
+        match (with_body, resp.body) {
+            (true, Body::Bytes(b)) => conn.out.push_owned(&mut self.pool, b),
+            (true, Body::Shared(b)) => conn.out.push_shared(&mut self.pool, &b),
+            _ => {}
         }
         if !keep_alive {
             conn.close_after_flush = true;

@@ -259,6 +259,22 @@ impl Resp {
     pub fn etag(&self) -> &str {
         self.header("etag").unwrap_or_else(|| panic!("no ETag in {self:?}"))
     }
+
+    /// The ETag `"EPOCH:SEQ"` split in two, checking its form (8 lowercase hex digits).
+    pub fn etag_parts(&self) -> (String, u64) {
+        let tag = self.etag();
+        let inner = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"'));
+        let (epoch, seq) =
+            inner.and_then(|t| t.split_once(':')).unwrap_or_else(|| panic!("ETag {tag}: not \"EPOCH:SEQ\""));
+        let hex = epoch.len() == 8 && epoch.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        assert!(hex, "ETag {tag}: epoch is not 8 lowercase hex digits");
+        (epoch.to_string(), seq.parse().unwrap_or_else(|_| panic!("ETag {tag}: seq is not a number")))
+    }
+
+    /// The seq of the ETag as the epoch-less form `"SEQ"` (the epoch is checked, then dropped).
+    pub fn etag_seq(&self) -> String {
+        format!("\"{}\"", self.etag_parts().1)
+    }
 }
 
 /// One keep-alive connection.
