@@ -233,6 +233,11 @@ impl<M> Ctx<'_, M> {
         let now = self.reactor.now_ms();
         self.core.write_response(key, response, now);
         if self.core.dispatching != Some(key) {
+            // A late answer (a held poll woken by a publish, a job's result): write it now.
+            // Its head sits in a pooled buffer that goes back to the pool at once, so a
+            // publish that wakes 10,000 polls reuses one buffer instead of holding 10,000. A
+            // write error is left for the flush after this callback, which closes.
+            let _ = self.core.write_out(key, now);
             self.core.ready.push(key);
         }
         Ok(())
@@ -633,22 +638,13 @@ impl<S: Service> Server<S> {
     /// Writes pending output until done or the socket is full. Returns false if the
     /// connection was closed (write error: the peer is gone).
     fn flush(&mut self, r: &mut Reactor<S::Msg>, key: usize) -> bool {
-        let core = &mut self.core;
-        let Some(conn) = core.conns.get_mut(key) else { return false };
-        while !conn.out.is_empty() {
-            match conn.out.write_to(&conn.stream, &mut core.pool) {
-                Ok(_) => conn.since = r.now_ms(),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    conn.out.park(&mut core.pool);
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    // EPIPE / ECONNRESET: the client is gone.
-                    self.close(r, key, true);
-                    return false;
-                }
-            }
+        if !self.core.conns.contains(key) {
+            return false;
+        }
+        if self.core.write_out(key, r.now_ms()).is_err() {
+            // EPIPE / ECONNRESET: the client is gone.
+            self.close(r, key, true);
+            return false;
         }
         true
     }
@@ -882,6 +878,24 @@ fn conn_forget_input(conn: &mut Conn) {
 }
 
 impl Core {
+    /// Writes the connection's pending output until done or the socket is full (then the
+    /// rest is parked: see [`Output::park`]). `Err` if the peer is gone.
+    fn write_out(&mut self, key: usize, now_ms: u64) -> io::Result<()> {
+        let conn = &mut self.conns[key];
+        while !conn.out.is_empty() {
+            match conn.out.write_to(&conn.stream, &mut self.pool) {
+                Ok(_) => conn.since = now_ms,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.out.park(&mut self.pool);
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Serialises `resp` as the answer to the connection's current request: the head into
     /// the output buffer, a static body copied after it, a large owned body queued as is.
     fn write_response(&mut self, key: usize, resp: Response, now_ms: u64) {

@@ -290,7 +290,15 @@ impl Client {
 
     /// Like [`Client::connect`], but a refused (or failed) connection is an error, not a panic.
     pub fn try_connect(addr: SocketAddr) -> io::Result<Client> {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+        Client::with_stream(TcpStream::connect_timeout(&addr, Duration::from_secs(10))?)
+    }
+
+    /// A client on a connection made elsewhere (e.g. with socket options set before connect).
+    pub fn from_stream(stream: TcpStream) -> Client {
+        Client::with_stream(stream).expect("socket options")
+    }
+
+    fn with_stream(stream: TcpStream) -> io::Result<Client> {
         stream.set_read_timeout(Some(READ_TIMEOUT))?;
         stream.set_write_timeout(Some(READ_TIMEOUT))?;
         stream.set_nodelay(true)?;
