@@ -202,7 +202,8 @@ impl Output {
             pool.give(std::mem::take(&mut self.buf));
         }
         self.off = 0;
-        self.queued.clear();
+        // Drop the queue's allocation too (`clear` would keep it): idle connections hold none.
+        self.queued = VecDeque::new();
         self.queued_off = 0;
         self.len = 0;
     }
