@@ -52,7 +52,8 @@ enum Job {
 /// What a kept responder waits for, as the note given to `ctx.set_note` (and handed back to
 /// `on_close`): held polls as the waiter's key + 1 (0 is "no note"), jobs in their own range
 /// from [`JOB_NOTE`] up. Waiter keys stay far below 2^40 (at most one per connection), and so
-/// do tickets (at most `--work-queue` + 2 × `--workers` jobs at once).
+/// do tickets (one per job queued, running or with its result on the way: about
+/// `--work-queue` + `--workers`, both bounded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Note {
     Waiter(usize),
