@@ -442,3 +442,30 @@ fn workers_0_starts_no_thread() {
     let threads = thread_nices(server.pid);
     assert_eq!(threads.len(), 1, "{threads:?}");
 }
+
+/// Worker threads that cannot be started (here: a 100 MB address space, far less than 1,024
+/// thread stacks need) end the start with one line naming the failed thread and exit 1, not a
+/// panic; the threads already started are joined.
+#[test]
+fn a_worker_thread_that_cannot_start_is_one_line_and_exit_1() {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(tidings_bin());
+    cmd.args(["--listen", "127.0.0.1:0", "--workers", "1024"]).stdin(Stdio::null());
+    // SAFETY: the closure runs in the forked child before exec and only calls setrlimit,
+    // which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: 100_000_000, rlim_max: 100_000_000 };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("run tidings");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot start worker thread") && stderr.contains("of 1024"), "{stderr}");
+}
