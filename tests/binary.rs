@@ -469,3 +469,29 @@ fn a_worker_thread_that_cannot_start_is_one_line_and_exit_1() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("cannot start worker thread") && stderr.contains("of 1024"), "{stderr}");
 }
+
+/// SIGTERM while one `/work` job runs and another waits for the thread: both are answered 503
+/// + Retry-After (a job not done is not answered as if it were), the running one as soon as it
+/// has stopped, not after its 10 s; the hub exits 0.
+#[test]
+fn jobs_not_done_at_the_stop_are_answered_503() {
+    let mut server = Child::spawn(&["--workers", "1"]);
+    let addr = server.addr;
+    let mut running = Client::connect(addr);
+    running.send_request("GET", "/work?ms=10000", &[], b"");
+    wait_stat(addr, "jobs_running", 1, Duration::from_secs(5));
+    let mut queued = Client::connect(addr);
+    queued.send_request("GET", "/work?ms=10000", &[], b"");
+    wait_stat(addr, "jobs_queued", 1, Duration::from_secs(5));
+
+    let t0 = Instant::now();
+    server.signal(libc::SIGTERM);
+    for c in [&mut queued, &mut running] {
+        let r = c.read_response().expect("answered at the stop");
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(r.header("retry-after"), Some("1"));
+    }
+    assert!(t0.elapsed() < Duration::from_secs(3), "answered after {:?}", t0.elapsed());
+    let status = server.wait_exit(Duration::from_secs(10)).expect("tidings did not exit");
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+}

@@ -43,6 +43,9 @@ pub struct WorkOutput {
 enum Job {
     /// Queued or running; its client waits for the answer.
     Waiting(Responder),
+    /// Running when the server began to stop: told to stop, and answered 503 when it has
+    /// (its result is not what was asked for).
+    CutShort(Responder),
     /// Its client left while it ran (or just as it finished): it was told to stop, and its
     /// result, still to come back, is dropped. The ticket stays taken until then, so a new
     /// job cannot receive the old one's result.
@@ -384,8 +387,14 @@ impl Service for Tidings {
 
     fn on_message(&mut self, ctx: &mut Ctx<'_, Msg>, msg: Msg) {
         let Msg::WorkDone { ticket, outcome } = msg;
-        // An abandoned job's result has nobody to go to.
-        let Some(Job::Waiting(responder)) = self.jobs.try_remove(ticket as usize) else { return };
+        let responder = match self.jobs.try_remove(ticket as usize) {
+            Some(Job::Waiting(responder)) => responder,
+            Some(Job::CutShort(responder)) => {
+                return self.answer(ctx, responder, shutting_down(), "GET /work")
+            }
+            // An abandoned job's result has nobody to go to.
+            Some(Job::Abandoned) | None => return,
+        };
         let resp = match outcome {
             Ok(w) => {
                 let body = format!(
@@ -411,16 +420,27 @@ impl Service for Tidings {
         for key in self.hub.waiter_keys() {
             self.expire_waiter(ctx, key);
         }
-        // Queued jobs get 503 (retry after the restart); running ones are told to stop and
-        // answered with what they did when they return, so the pool's threads join promptly.
+        // Jobs not done get 503 (retry after the restart): queued ones now, running ones
+        // once they have stopped (within a few ms), so the pool's threads join promptly. A
+        // job that has just finished gets its real answer.
         let Some(pool) = self.pool.as_ref() else { return };
         let waiting: Vec<usize> =
             self.jobs.iter().filter(|(_, j)| matches!(j, Job::Waiting(_))).map(|(k, _)| k).collect();
         for key in waiting {
-            if pool.cancel(key as u64) == Cancelled::Dequeued {
-                if let Some(Job::Waiting(responder)) = self.jobs.try_remove(key) {
-                    self.answer(ctx, responder, shutting_down(), "GET /work");
+            match pool.cancel(key as u64) {
+                Cancelled::Dequeued => {
+                    if let Some(Job::Waiting(responder)) = self.jobs.try_remove(key) {
+                        self.answer(ctx, responder, shutting_down(), "GET /work");
+                    }
                 }
+                Cancelled::Signalled => {
+                    if let Some(job) = self.jobs.get_mut(key) {
+                        if let Job::Waiting(responder) = std::mem::replace(job, Job::Abandoned) {
+                            *job = Job::CutShort(responder);
+                        }
+                    }
+                }
+                Cancelled::NotFound => {}
             }
         }
     }
