@@ -471,8 +471,8 @@ fn a_worker_thread_that_cannot_start_is_one_line_and_exit_1() {
 }
 
 /// SIGTERM while one `/work` job runs and another waits for the thread: both are answered 503
-/// + Retry-After (a job not done is not answered as if it were), the running one as soon as it
-/// has stopped, not after its 10 s; the hub exits 0.
+/// with Retry-After (a job not done is not answered as if it were), the running one as soon as
+/// it has stopped, not after its 10 s; the hub exits 0.
 #[test]
 fn jobs_not_done_at_the_stop_are_answered_503() {
     let mut server = Child::spawn(&["--workers", "1"]);
