@@ -32,13 +32,16 @@ fn run(args: &[&str], limit: Duration) -> Output {
     }
 }
 
-const FLAGS: [&str; 17] = [
+const FLAGS: [&str; 20] = [
     "--listen",
     "--poll-timeout",
     "--max-message",
     "--max-batch",
     "--retain",
     "--retain-bytes",
+    "--max-retained-bytes",
+    "--message-ttl",
+    "--max-answer-bytes",
     "--max-channels",
     "--workers",
     "--work-queue",
@@ -77,8 +80,9 @@ fn bad_flags_exit_2_with_one_line_naming_the_flag() {
         (&["--retain", "x"], "--retain"),
         (&["--retain-bytes", "-5"], "--retain-bytes"),
         (&["--max-channels", "1.5"], "--max-channels"),
-        (&["--workers", "0"], "--workers"),
+        (&["--workers", "1025"], "--workers"),
         (&["--work-queue", "many"], "--work-queue"),
+        (&["--work-queue", "1000001"], "--work-queue"),
         (&["--max-header-bytes", "x"], "--max-header-bytes"),
         (&["--header-timeout", "0"], "--header-timeout"),
         (&["--body-timeout", "soon"], "--body-timeout"),
@@ -222,15 +226,16 @@ fn a_non_utf8_argument_exits_2() {
 }
 
 /// Limits at the top of their range are accepted and do not overflow anything: a work queue
-/// of 2^64-1 (was preallocated: "capacity overflow" panic at start), a message and head limit
-/// of 2^64-1 (the read buffer cap is their sum), retention and answer limits of 2^64-1 (the
-/// limits' consistency check adds to them), a TTL of a year.
+/// of 10^6 (2^64-1, accepted before the flag had a bound, was preallocated: "capacity
+/// overflow" panic at start), a message and head limit of 2^64-1 (the read buffer cap is
+/// their sum), retention and answer limits of 2^64-1 (the limits' consistency check adds to
+/// them), a TTL of a year.
 #[test]
 fn limits_at_their_maximum_do_not_panic() {
     let max = u64::MAX.to_string();
     let server = Child::spawn(&[
         "--work-queue",
-        &max,
+        "1000000",
         "--max-message",
         &max,
         "--max-header-bytes",
@@ -307,4 +312,213 @@ fn a_closed_stderr_pipe_does_not_stop_the_hub() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0), "{status}");
+}
+
+/// Every flag that takes a number, with values beyond its range, malformed, huge or negative:
+/// each is refused with exit 2 and one line naming the flag, never a panic (`--workers
+/// 100000` used to abort in thread start-up: "failed to set up alternative stack guard page").
+#[test]
+fn extreme_values_of_every_numeric_flag_exit_2_with_one_line() {
+    const NUMERIC: [(&str, &[&str]); 18] = [
+        ("--poll-timeout", &["301", "31622401"]),
+        ("--max-message", &[]),
+        ("--max-batch", &["0"]),
+        ("--retain", &["0"]),
+        ("--retain-bytes", &["0", "65599"]),
+        ("--max-retained-bytes", &["0", "1048575"]),
+        ("--message-ttl", &["31622401"]),
+        ("--max-answer-bytes", &["0", "87769"]),
+        ("--max-channels", &["0"]),
+        ("--workers", &["1025", "100000", "18446744073709551615"]),
+        ("--work-queue", &["1000001", "18446744073709551615"]),
+        ("--max-header-bytes", &["255"]),
+        ("--header-timeout", &["0", "31622401"]),
+        ("--body-timeout", &["0", "31622401"]),
+        ("--keepalive-timeout", &["0", "31622401"]),
+        ("--max-connections", &["0"]),
+        ("--max-requests-per-connection", &["4294967296", "18446744073709551615"]),
+        ("--shutdown-timeout", &["31622401"]),
+    ];
+    const ANY: [&str; 12] = [
+        "-1",
+        "18446744073709551616",
+        "340282366920938463463374607431768211456",
+        "99999999999999999999999999999999999999999999",
+        "1e99",
+        "0x10",
+        "NaN",
+        "inf",
+        "1.5.5",
+        "",
+        " 1",
+        "\u{0660}", // ARABIC-INDIC DIGIT ZERO: a digit to Unicode, not to us
+    ];
+    for (flag, own) in NUMERIC {
+        for v in own.iter().chain(ANY.iter()) {
+            let out = run(&["--listen", "127.0.0.1:0", flag, v], Duration::from_secs(20));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!stderr.contains("panicked"), "{flag} {v:?}: {stderr}");
+            assert_eq!(out.status.code(), Some(2), "{flag} {v:?}: {stderr}");
+            let text = stderr.trim_end_matches('\n');
+            assert!(
+                !text.contains('\n') && text.contains(flag),
+                "{flag} {v:?}: not one line naming it: {stderr:?}"
+            );
+        }
+    }
+}
+
+/// Every numeric flag at the top of its range at once: the hub starts (1,024 workers), serves,
+/// and stops on SIGTERM with exit 0, without a panic.
+#[test]
+fn every_numeric_flag_at_its_maximum_starts_and_serves() {
+    let max = u64::MAX.to_string();
+    let year = (366 * 86_400).to_string();
+    let mut server = Child::spawn(&[
+        "--poll-timeout",
+        "300",
+        "--max-message",
+        &max,
+        "--max-batch",
+        &max,
+        "--retain",
+        &max,
+        "--retain-bytes",
+        &max,
+        "--max-retained-bytes",
+        &max,
+        "--message-ttl",
+        &year,
+        "--max-answer-bytes",
+        &max,
+        "--max-channels",
+        &max,
+        "--workers",
+        "1024",
+        "--work-queue",
+        "1000000",
+        "--max-header-bytes",
+        &max,
+        "--header-timeout",
+        &year,
+        "--body-timeout",
+        &year,
+        "--keepalive-timeout",
+        &year,
+        "--max-connections",
+        &max,
+        "--max-requests-per-connection",
+        &u32::MAX.to_string(),
+        "--shutdown-timeout",
+        &year,
+    ]);
+    let addr = server.addr;
+    assert!(
+        wait_until(Duration::from_secs(5), || server.stderr().contains("1024 workers")),
+        "{}",
+        server.stderr()
+    );
+    let mut c = Client::connect(addr);
+    assert_eq!(c.get("/plaintext").text(), "Hello, World!");
+    assert_eq!(c.post("/pub/m", b"x").json().get("seq").as_u64(), 1);
+    assert_eq!(seqs(&c.get("/sub/m?since=0").json()), vec![1]);
+    assert_eq!(c.get("/work?ms=1").status, 200);
+    drop(c);
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(20)).expect("tidings did not stop");
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+    assert!(!server.stderr().contains("panicked"), "{}", server.stderr());
+}
+
+/// The nice value (field 19 of `/proc/PID/task/TID/stat`) of every thread of `pid`, by name.
+fn thread_nices(pid: u32) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir") {
+        let Ok(stat) = std::fs::read_to_string(entry.expect("task").path().join("stat")) else { continue };
+        let (open, close) = (stat.find('(').unwrap(), stat.rfind(')').unwrap());
+        let name = stat[open + 1..close].to_string();
+        let nice = stat[close + 2..].split(' ').nth(19 - 3).unwrap().parse().unwrap();
+        let tid: u32 = stat[..open].trim().parse().unwrap();
+        out.push((if tid == pid { "main".to_string() } else { name }, nice));
+    }
+    out
+}
+
+/// Worker threads run at nice 10, the loop's (main) thread at the nice it was started with.
+#[test]
+fn workers_run_at_nice_10_and_the_loop_at_0() {
+    let server = Child::spawn(&["--workers", "3"]);
+    assert_eq!(get(server.addr, "/work?ms=1").status, 200);
+    let threads = thread_nices(server.pid);
+    // Thread names are cut to 15 bytes by the kernel: "tidings-worker-".
+    let workers: Vec<i64> =
+        threads.iter().filter(|(n, _)| n.starts_with("tidings-worker")).map(|(_, nice)| *nice).collect();
+    assert_eq!(workers, vec![10; 3], "{threads:?}");
+    let main = threads.iter().find(|(n, _)| n == "main").expect("main thread").1;
+    assert_eq!(main, 0, "{threads:?}");
+    assert!(!server.stderr().contains("keep the loop's priority"), "{}", server.stderr());
+}
+
+/// `--workers 0`: no worker thread is started and `/work` is 404.
+#[test]
+fn workers_0_starts_no_thread() {
+    let server = Child::spawn(&["--workers", "0"]);
+    let said = || server.stderr().contains("no workers: /work is off");
+    assert!(wait_until(Duration::from_secs(5), said), "{}", server.stderr());
+    assert_eq!(get(server.addr, "/work?ms=1").status, 404);
+    let threads = thread_nices(server.pid);
+    assert_eq!(threads.len(), 1, "{threads:?}");
+}
+
+/// Worker threads that cannot be started (here: a 100 MB address space, far less than 1,024
+/// thread stacks need) end the start with one line naming the failed thread and exit 1, not a
+/// panic; the threads already started are joined.
+#[test]
+fn a_worker_thread_that_cannot_start_is_one_line_and_exit_1() {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(tidings_bin());
+    cmd.args(["--listen", "127.0.0.1:0", "--workers", "1024"]).stdin(Stdio::null());
+    // SAFETY: the closure runs in the forked child before exec and only calls setrlimit,
+    // which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: 100_000_000, rlim_max: 100_000_000 };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("run tidings");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot start worker thread") && stderr.contains("of 1024"), "{stderr}");
+}
+
+/// SIGTERM while one `/work` job runs and another waits for the thread: both are answered 503
+/// with Retry-After (a job not done is not answered as if it were), the running one as soon as
+/// it has stopped, not after its 10 s; the hub exits 0.
+#[test]
+fn jobs_not_done_at_the_stop_are_answered_503() {
+    let mut server = Child::spawn(&["--workers", "1"]);
+    let addr = server.addr;
+    let mut running = Client::connect(addr);
+    running.send_request("GET", "/work?ms=10000", &[], b"");
+    wait_stat(addr, "jobs_running", 1, Duration::from_secs(5));
+    let mut queued = Client::connect(addr);
+    queued.send_request("GET", "/work?ms=10000", &[], b"");
+    wait_stat(addr, "jobs_queued", 1, Duration::from_secs(5));
+
+    let t0 = Instant::now();
+    server.signal(libc::SIGTERM);
+    for c in [&mut queued, &mut running] {
+        let r = c.read_response().expect("answered at the stop");
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(r.header("retry-after"), Some("1"));
+    }
+    assert!(t0.elapsed() < Duration::from_secs(3), "answered after {:?}", t0.elapsed());
+    let status = server.wait_exit(Duration::from_secs(10)).expect("tidings did not exit");
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
 }

@@ -562,6 +562,88 @@ fn work_queue_full_is_503_with_retry_after() {
     assert_eq!(s.get("responses_total").get("503").as_u64(), 1);
 }
 
+/// A client that asks for a long job and leaves: the job is told to stop at once (it would
+/// hold its worker for 5 s), it is counted, and the worker takes the next job. Both ways of leaving: FIN and RST.
+#[test]
+fn a_running_job_whose_client_left_is_stopped() {
+    let addr = start(app::Options { workers: 1, ..opts() });
+    for (round, abrupt) in [(1, false), (2, true)] {
+        let mut c = Client::connect(addr);
+        c.send_request("GET", "/work?ms=5000", &[], b"");
+        wait_stat(addr, "jobs_running", 1, Duration::from_secs(5));
+        let t0 = Instant::now();
+        if abrupt {
+            c.reset();
+        } else {
+            c.close();
+        }
+        // Without the cancel the job would run for 5 s.
+        wait_stat(addr, "jobs_running", 0, Duration::from_secs(3));
+        println!("job of a client that left stopped after {:?} (polling /stats every 20 ms)", t0.elapsed());
+        assert_eq!(stat(addr, "jobs_cancelled_total"), round);
+    }
+    // The worker is free: a new job is run and answered.
+    let t0 = Instant::now();
+    assert_eq!(get(addr, "/work?ms=10").status, 200);
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    assert_eq!(stat(addr, "jobs_cancelled_total"), 2, "a job that finished is not cancelled");
+}
+
+/// Queued jobs of clients that left are taken out of the queue: the slots they held are free
+/// for a new client (accepted, not 503), and none of them runs.
+#[test]
+fn queued_jobs_of_clients_that_left_are_removed() {
+    let addr = start(app::Options { workers: 1, work_queue: 2, ..opts() });
+    let mut running = Client::connect(addr);
+    running.send_request("GET", "/work?ms=3000", &[], b"");
+    wait_stat(addr, "jobs_running", 1, Duration::from_secs(5));
+    let queued: Vec<Client> = (0..2)
+        .map(|_| {
+            let mut c = Client::connect(addr);
+            c.send_request("GET", "/work?ms=3000", &[], b"");
+            c
+        })
+        .collect();
+    wait_stat(addr, "jobs_queued", 2, Duration::from_secs(5));
+    assert_eq!(get(addr, "/work?ms=1").status, 503, "the queue is full");
+
+    for c in queued {
+        c.close();
+    }
+    wait_stat(addr, "jobs_queued", 0, Duration::from_secs(5));
+    assert_eq!(stat(addr, "jobs_cancelled_total"), 2);
+    assert_eq!(stat(addr, "jobs_running"), 1, "the running job is not theirs");
+
+    // A new client is queued (not 503) behind the running job; it is answered once the
+    // running job ends, without the two removed ones running first.
+    let mut newcomer = Client::connect(addr);
+    newcomer.send_request("GET", "/work?ms=1", &[], b"");
+    wait_stat(addr, "jobs_queued", 1, Duration::from_secs(5));
+    assert_eq!(running.read_response().unwrap().status, 200);
+    let t0 = Instant::now();
+    let r = newcomer.read_response().unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json().get("ms").as_u64(), 1);
+    assert!(t0.elapsed() < Duration::from_millis(2500), "waited {:?}: a removed job ran first", t0.elapsed());
+    let s = stats(addr);
+    assert_eq!(s.get("responses_total").get("503").as_u64(), 1);
+    assert_eq!(s.get("jobs_cancelled_total").as_u64(), 2);
+}
+
+/// `--workers 0`: `/work` does not exist (404 whatever the method), everything else works.
+#[test]
+fn workers_0_turns_work_off() {
+    let addr = start(app::Options { workers: 0, ..opts() });
+    let mut c = Client::connect(addr);
+    assert_eq!(c.get("/work?ms=1").status, 404);
+    assert_eq!(c.get("/work").status, 404);
+    assert_eq!(c.request("PUT", "/work?ms=1", &[], b"").status, 404);
+    assert_eq!(c.get("/plaintext").text(), "Hello, World!");
+    let s = stats(addr);
+    assert_eq!((s.get("jobs_queued").as_u64(), s.get("jobs_running").as_u64()), (0, 0));
+    assert_eq!(s.get("responses_total").get("404").as_u64(), 3);
+}
+
 #[test]
 fn max_channels_503() {
     let addr = start(hub_opts(|h| h.max_channels = 2));
@@ -592,7 +674,7 @@ fn stats_and_metrics() {
     get(addr, "/sub/s?since=0&timeout=0");
     get(addr, "/nope");
     let s = stats(addr);
-    const KEYS: [&str; 15] = [
+    const KEYS: [&str; 16] = [
         "connections",
         "waiting_polls",
         "channels",
@@ -606,6 +688,7 @@ fn stats_and_metrics() {
         "remote_wakeups_total",
         "jobs_queued",
         "jobs_running",
+        "jobs_cancelled_total",
         "accepted_total",
         "closed_by_peer_total",
     ];
@@ -617,6 +700,7 @@ fn stats_and_metrics() {
     assert_eq!(s.get("channels").as_u64(), 1);
     assert_eq!(s.get("retained_messages").as_u64(), 2);
     assert_eq!(s.get("retained_bytes").as_u64(), 2 * (2 + OVERHEAD));
+    assert_eq!(s.get("jobs_cancelled_total").as_u64(), 0);
     assert_eq!(s.get("connections").as_u64(), 1, "just the one asking");
     assert!(s.get("accepted_total").as_u64() >= 4);
     let responses = s.get("responses_total");

@@ -34,7 +34,7 @@ impl Default for Options {
             hub: HubLimits::default(),
             poll_timeout: Duration::from_secs(10),
             max_message: 64 * 1024,
-            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()).min(MAX_WORKERS),
             work_queue: 64,
             access_log: false,
         }
@@ -58,8 +58,10 @@ USAGE: tidings [FLAGS]
   --max-answer-bytes BYTES           longest /sub answer body (at least one message) [1048576]
   --max-channels N                   most channels holding messages; past it a publish to a
                                      new channel gets 503 [100000]
-  --workers N                        worker threads for /work [number of cores]
-  --work-queue N                     /work jobs waiting for a thread; past it 503 [64]
+  --workers N                        worker threads for /work (0..=1024), at nice 10;
+                                     0 turns /work off (404) [number of cores]
+  --work-queue N                     /work jobs waiting for a thread (0..=1000000);
+                                     past it 503 [64]
   --max-header-bytes BYTES           longest request head (else 431) [16384]
   --header-timeout SECS              first to last byte of a request head (else 408) [10]
   --body-timeout SECS                longest pause while a body arrives (else 408) [30]
@@ -77,6 +79,14 @@ Endpoints: POST /pub/{channel}, GET /sub/{channel}?since=S&epoch=E&timeout=T, GE
 GET /stats, GET /metrics, GET / (chat demo), GET /plaintext.
 SIGINT/SIGTERM stop gracefully (held polls get 304) with exit code 0.
 ";
+
+/// Most `--workers`: each is a thread with its own stack, and thread start-up past what the
+/// kernel allows (memory maps, tasks) is not a clean error (std panics in the new thread).
+pub const MAX_WORKERS: usize = 1024;
+
+/// Most `--work-queue`: a queued job is a few dozen bytes, and a disconnecting client's job
+/// is found by a scan of the queue (about a millisecond at this length).
+pub const MAX_WORK_QUEUE: usize = 1_000_000;
 
 /// What the command line asks for.
 // Built once at start and taken apart at once: boxing the big variant would buy nothing.
@@ -132,8 +142,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                 o.hub.message_ttl_ms = ttl.as_millis().try_into().unwrap_or(u64::MAX);
             }
             "--max-channels" => o.hub.max_channels = count(&name, v, 1)?,
-            "--workers" => o.workers = count(&name, v, 1)?,
-            "--work-queue" => o.work_queue = count(&name, v, 0)?,
+            "--workers" => o.workers = count_up_to(&name, v, 0, MAX_WORKERS)?,
+            "--work-queue" => o.work_queue = count_up_to(&name, v, 0, MAX_WORK_QUEUE)?,
             "--max-header-bytes" => o.http.limits.max_header_bytes = count(&name, v, 256)?,
             "--header-timeout" => o.http.header_timeout = positive_seconds(&name, v)?,
             "--body-timeout" => o.http.body_timeout = positive_seconds(&name, v)?,
@@ -159,6 +169,13 @@ fn count(name: &str, v: &str, min: usize) -> Result<usize, String> {
     match v.parse::<usize>() {
         Ok(n) if n >= min => Ok(n),
         _ => Err(bad(name, v, &format!("a whole number >= {min}"))),
+    }
+}
+
+fn count_up_to(name: &str, v: &str, min: usize, max: usize) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(bad(name, v, &format!("a whole number from {min} to {max}"))),
     }
 }
 
@@ -281,6 +298,17 @@ mod tests {
         assert!(run(&["--max-answer-bytes", "87769"]).is_err());
         assert_eq!(run(&["--message-ttl", "0"]).unwrap().hub.message_ttl_ms, 0);
         assert_eq!(run(&["--message-ttl", "1.5"]).unwrap().hub.message_ttl_ms, 1500);
+    }
+
+    #[test]
+    fn worker_flags_are_bounded() {
+        assert_eq!(run(&["--workers", "0"]).unwrap().workers, 0);
+        assert_eq!(run(&["--workers", "1024"]).unwrap().workers, 1024);
+        assert_eq!(run(&["--work-queue", "1000000"]).unwrap().work_queue, 1_000_000);
+        for (flag, v) in [("--workers", "1025"), ("--workers", "100000"), ("--work-queue", "1000001")] {
+            assert!(run(&[flag, v]).unwrap_err().contains(flag), "{flag} {v}");
+        }
+        assert!(Options::default().workers <= MAX_WORKERS);
     }
 
     #[test]

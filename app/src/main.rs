@@ -22,9 +22,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let workers = opts.workers;
+    let workers = match opts.workers {
+        0 => "no workers: /work is off".to_string(),
+        n => format!("{n} workers"),
+    };
     let result = app::run(opts, |addr| {
-        app::log(format_args!("listening on http://{addr} (1 reactor thread, {workers} workers)"));
+        app::log(format_args!("listening on http://{addr} (1 reactor thread, {workers})"));
     });
     match result {
         Ok(()) => {

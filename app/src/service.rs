@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `POST /pub/{channel}` | append the body, wake the channel's waiters: `{"seq":N,"subscribers":K}` |
 //! | `GET /sub/{channel}?since=S&epoch=E&timeout=T` | messages after S now, or hold until a publish (200) or T (304) |
-//! | `GET /work?ms=M` | a CPU-heavy job on the worker pool, answered when it is done |
+//! | `GET /work?ms=M` | a CPU-heavy job on the worker pool, answered when it is done (404 with `--workers 0`) |
 //! | `GET /stats`, `GET /metrics` | counters as JSON / Prometheus text |
 //! | `GET /`, `GET /plaintext` | the chat demo page, `Hello, World!` |
 //!
@@ -14,17 +14,18 @@
 //! rules of before epochs (see [`crate::hub`]).
 //!
 //! Held polls keep their [`Responder`]; the hub answers them from `publish`, from their timer,
-//! or (304) at shutdown. If the client leaves first, the server calls `on_close` with the
-//! note we attached (the waiter's key + 1) and the waiter is dropped on the spot: no timer, no
-//! slot and nothing written is left behind.
+//! or (304) at shutdown. `/work` keeps its responder until the job's result comes back from
+//! the pool. If the client leaves first, the server calls `on_close` with the note we attached
+//! (a [`Note`]: which waiter, or which job) and what waited for that client is let go on the
+//! spot: a waiter is dropped with its timer; a queued job is taken out of the queue, a running
+//! one is told to stop, so a client that left ties up no thread and no queue slot (its worker is
+//! free within a few ms; `jobs_cancelled_total` counts them).
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Body, ConnId, Ctx, Request, Responder, Response, Service};
-use reactor::{Remote, SubmitError, TimerId, WorkerPool};
+use reactor::{Cancelled, Remote, StopSignal, SubmitError, TimerId, WorkerPool};
 use slab::Slab;
 
 use crate::config::{parse_seconds, Options};
@@ -43,15 +44,61 @@ pub struct WorkOutput {
     pub result: u64,
 }
 
+/// A `/work` job the pool has, by its ticket (its key in [`Tidings::jobs`]).
+enum Job {
+    /// Queued or running; its client waits for the answer.
+    Waiting(Responder),
+    /// Running when the server began to stop: told to stop, and answered 503 when it has
+    /// (its result is not what was asked for).
+    CutShort(Responder),
+    /// Its client left while it ran (or just as it finished): it was told to stop, and its
+    /// result, still to come back, is dropped. The ticket stays taken until then, so a new
+    /// job cannot receive the old one's result.
+    Abandoned,
+}
+
+/// What a kept responder waits for, as the note given to `ctx.set_note` (and handed back to
+/// `on_close`): held polls as the waiter's key + 1 (0 is "no note"), jobs in their own range
+/// from [`JOB_NOTE`] up. Waiter keys stay far below 2^40 (at most one per connection), and so
+/// do tickets (one per job queued, running or with its result on the way: about
+/// `--work-queue` + `--workers`, both bounded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Note {
+    Waiter(usize),
+    Job(u64),
+}
+
+const JOB_NOTE: u64 = 1 << 40;
+
+impl Note {
+    fn encode(self) -> u64 {
+        match self {
+            Note::Waiter(key) => key as u64 + 1,
+            Note::Job(ticket) => JOB_NOTE | ticket,
+        }
+    }
+
+    fn decode(note: u64) -> Option<Note> {
+        match note {
+            0 => None,
+            n if n >= JOB_NOTE => Some(Note::Job(n - JOB_NOTE)),
+            n => Some(Note::Waiter((n - 1) as usize)),
+        }
+    }
+}
+
 /// The tidings service.
 pub struct Tidings {
     opts: Options,
     hub: Hub,
-    pool: WorkerPool<Msg>,
-    /// Responders of `/work` requests whose job is queued or running, keyed by ticket.
-    jobs: Slab<Responder>,
-    /// Set at shutdown: running jobs stop early, so the pool's threads join promptly.
-    stopping: Arc<AtomicBool>,
+    /// `None` with `--workers 0`: `/work` is off (404) and no thread is started.
+    pool: Option<WorkerPool<Msg>>,
+    /// `/work` jobs the pool has (queued, running, or abandoned and not yet back), by ticket.
+    jobs: Slab<Job>,
+    /// Jobs taken out of the queue or told to stop because their client left.
+    jobs_cancelled_total: u64,
+    /// Set at shutdown: new polls are not held, new jobs are refused.
+    stopping: bool,
     /// Test-only: `/work` jobs of exactly this many ms panic (see [`TEST_PANIC_ENV`]).
     panic_ms: Option<u64>,
     /// The one timer that evicts messages past `--message-ttl`, armed for the oldest one.
@@ -79,14 +126,25 @@ impl Tidings {
     /// `remote` is the loop's, for the worker pool to send results back.
     pub fn new(opts: Options, remote: Remote<Msg>) -> std::io::Result<Tidings> {
         opts.check().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let pool = WorkerPool::new(opts.workers, opts.work_queue, remote, on_job_panic)?;
-        let stopping = Arc::new(AtomicBool::new(false));
+        let pool = match opts.workers {
+            0 => None,
+            n => Some(WorkerPool::new(n, opts.work_queue, remote, on_job_panic)?),
+        };
         let panic_ms = std::env::var(TEST_PANIC_ENV).ok().and_then(|v| v.trim().parse().ok());
         if let Some(ms) = panic_ms {
             crate::log(format_args!("{TEST_PANIC_ENV}={ms}: /work?ms={ms} jobs will panic (test only)"));
         }
         let hub = Hub::new(opts.hub);
-        Ok(Tidings { hub, opts, pool, jobs: Slab::new(), stopping, panic_ms, ttl_timer: None })
+        Ok(Tidings {
+            hub,
+            opts,
+            pool,
+            jobs: Slab::new(),
+            jobs_cancelled_total: 0,
+            stopping: false,
+            panic_ms,
+            ttl_timer: None,
+        })
     }
 
     pub fn hub(&self) -> &Hub {
@@ -146,9 +204,7 @@ impl Tidings {
             // Nothing to wait for: `timeout=0`, or the server is stopping (the held polls
             // were answered 304 at shutdown; one whose request completes later gets the same
             // at once rather than holding the stop until its deadline).
-            Poll::Hold { chan, cursor, epoch }
-                if timeout.is_zero() || self.stopping.load(Ordering::Relaxed) =>
-            {
+            Poll::Hold { chan, cursor, epoch } if timeout.is_zero() || self.stopping => {
                 self.hub.release_channel(chan);
                 self.answer(ctx, responder, not_modified(epoch, cursor), req.target);
             }
@@ -157,7 +213,7 @@ impl Tidings {
                     .hub
                     .add_waiter(chan, cursor, responder, |key| Some(ctx.set_timer(timeout, key as u64)));
                 if let Some(w) = self.hub.waiter(key) {
-                    ctx.set_note(&w.responder, key as u64 + 1);
+                    ctx.set_note(&w.responder, Note::Waiter(key).encode());
                 }
             }
         }
@@ -168,24 +224,56 @@ impl Tidings {
             Some(ms) if ms <= MAX_WORK_MS => ms,
             _ => return self.answer(ctx, responder, bad_request("ms must be 0..=10000"), req.target),
         };
+        let Some(pool) = self.pool.as_ref() else {
+            return self.answer(ctx, responder, Response::text(404, "not found"), req.target);
+        };
+        if self.stopping {
+            return self.answer(ctx, responder, shutting_down(), req.target);
+        }
         let entry = self.jobs.vacant_entry();
         let ticket = entry.key() as u64;
-        let stopping = self.stopping.clone();
         let panics = self.panic_ms == Some(ms);
-        let job = move || {
+        let job = move |stop: &StopSignal| {
             if panics {
                 panic!("{TEST_PANIC_ENV}: injected panic of /work?ms={ms}");
             }
-            Msg::WorkDone { ticket, outcome: Ok(run_job(ms, &stopping)) }
+            Msg::WorkDone { ticket, outcome: Ok(run_job(ms, stop)) }
         };
-        match self.pool.submit(ticket, job) {
+        match pool.submit(ticket, job) {
             Ok(()) => {
-                entry.insert(responder);
+                ctx.set_note(&responder, Note::Job(ticket).encode());
+                entry.insert(Job::Waiting(responder));
             }
             Err(SubmitError::Full) | Err(SubmitError::ShutDown) => {
                 let resp = Response::text(503, "work queue full, retry later").header("Retry-After", 1);
                 self.answer(ctx, responder, resp, req.target);
             }
+        }
+    }
+
+    /// The client of job `ticket` left (its connection `conn` closed): take the job out of
+    /// the queue, or tell it to stop if it runs; nothing is written.
+    fn abandon_job(&mut self, conn: ConnId, ticket: u64) {
+        let key = ticket as usize;
+        let (Some(pool), Some(Job::Waiting(responder))) = (self.pool.as_ref(), self.jobs.get(key)) else {
+            return;
+        };
+        if responder.conn() != conn {
+            return;
+        }
+        match pool.cancel(ticket) {
+            // It never runs and no result comes back: the ticket is free at once.
+            Cancelled::Dequeued => {
+                self.jobs.remove(key);
+                self.jobs_cancelled_total += 1;
+            }
+            // It stops within a few ms; its result comes back and is dropped then.
+            Cancelled::Signalled => {
+                self.jobs[key] = Job::Abandoned;
+                self.jobs_cancelled_total += 1;
+            }
+            // It has just finished: its result is on its way, and is dropped when it comes.
+            Cancelled::NotFound => self.jobs[key] = Job::Abandoned,
         }
     }
 
@@ -217,7 +305,7 @@ impl Tidings {
     }
 
     /// Every scalar counter, by its public name (shared by /stats and /metrics).
-    fn counters(&self, ctx: &Ctx<'_, Msg>) -> [(&'static str, u64); 15] {
+    fn counters(&self, ctx: &Ctx<'_, Msg>) -> [(&'static str, u64); 16] {
         let hub = self.hub.stats();
         let server = ctx.stats();
         let lp = ctx.loop_stats();
@@ -233,8 +321,9 @@ impl Tidings {
             ("timers_pending", lp.timers_pending as u64),
             ("loop_wakeups_total", lp.iterations),
             ("remote_wakeups_total", lp.remote_wakeups),
-            ("jobs_queued", self.pool.queued() as u64),
-            ("jobs_running", self.pool.running() as u64),
+            ("jobs_queued", self.pool.as_ref().map_or(0, |p| p.queued()) as u64),
+            ("jobs_running", self.pool.as_ref().map_or(0, |p| p.running()) as u64),
+            ("jobs_cancelled_total", self.jobs_cancelled_total),
             ("accepted_total", server.accepted_total),
             ("closed_by_peer_total", server.closed_by_peer_total),
         ]
@@ -286,6 +375,8 @@ impl Service for Tidings {
             };
         }
         let resp = match req.path {
+            // `--workers 0`: the route does not exist.
+            "/work" if self.pool.is_none() => Response::text(404, "not found"),
             "/plaintext" | "/" | "/stats" | "/metrics" | "/work" if !get => method_not_allowed("GET, HEAD"),
             "/plaintext" => Response::text(200, "Hello, World!"),
             "/" => Response::new(200)
@@ -302,8 +393,12 @@ impl Service for Tidings {
     }
 
     fn on_close(&mut self, ctx: &mut Ctx<'_, Msg>, conn: ConnId, note: u64) {
+        let key = match Note::decode(note) {
+            None => return,
+            Some(Note::Job(ticket)) => return self.abandon_job(conn, ticket),
+            Some(Note::Waiter(key)) => key,
+        };
         // A held poll's client left: drop its waiter and timer now, write nothing.
-        let Some(key) = (note as usize).checked_sub(1) else { return };
         if self.hub.waiter(key).is_some_and(|w| w.responder.conn() == conn) {
             if let Some(hub::Removed { waiter: w, .. }) = self.hub.remove_waiter(key) {
                 if let Some(t) = w.timer {
@@ -329,7 +424,14 @@ impl Service for Tidings {
 
     fn on_message(&mut self, ctx: &mut Ctx<'_, Msg>, msg: Msg) {
         let Msg::WorkDone { ticket, outcome } = msg;
-        let Some(responder) = self.jobs.try_remove(ticket as usize) else { return };
+        let responder = match self.jobs.try_remove(ticket as usize) {
+            Some(Job::Waiting(responder)) => responder,
+            Some(Job::CutShort(responder)) => {
+                return self.answer(ctx, responder, shutting_down(), "GET /work")
+            }
+            // An abandoned job's result has nobody to go to.
+            Some(Job::Abandoned) | None => return,
+        };
         let resp = match outcome {
             Ok(w) => {
                 let body = format!(
@@ -350,17 +452,41 @@ impl Service for Tidings {
     }
 
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Msg>) {
-        self.stopping.store(true, Ordering::Relaxed);
+        self.stopping = true;
         // Held polls get 304 so their clients re-poll (elsewhere, or after the restart).
         for key in self.hub.waiter_keys() {
             self.expire_waiter(ctx, key);
+        }
+        // Jobs not done get 503 (retry after the restart): queued ones now, running ones
+        // once they have stopped (within a few ms), so the pool's threads join promptly. A
+        // job that has just finished gets its real answer.
+        let Some(pool) = self.pool.as_ref() else { return };
+        let waiting: Vec<usize> =
+            self.jobs.iter().filter(|(_, j)| matches!(j, Job::Waiting(_))).map(|(k, _)| k).collect();
+        for key in waiting {
+            match pool.cancel(key as u64) {
+                Cancelled::Dequeued => {
+                    if let Some(Job::Waiting(responder)) = self.jobs.try_remove(key) {
+                        self.answer(ctx, responder, shutting_down(), "GET /work");
+                    }
+                }
+                Cancelled::Signalled => {
+                    if let Some(job) = self.jobs.get_mut(key) {
+                        if let Job::Waiting(responder) = std::mem::replace(job, Job::Abandoned) {
+                            *job = Job::CutShort(responder);
+                        }
+                    }
+                }
+                Cancelled::NotFound => {}
+            }
         }
     }
 }
 
 /// The CPU-heavy job: an iterated 64-bit mix for about `ms` milliseconds (less if `stop` is
-/// set: the server is shutting down and nobody will read the result).
-pub fn run_job(ms: u64, stop: &AtomicBool) -> WorkOutput {
+/// raised: its client left, or the server is shutting down). The signal is looked at every
+/// 4096 rounds (tens of microseconds), so a stopped job frees its thread within a few ms.
+pub fn run_job(ms: u64, stop: &StopSignal) -> WorkOutput {
     let start = Instant::now();
     let budget = Duration::from_millis(ms);
     let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ ms;
@@ -370,7 +496,7 @@ pub fn run_job(ms: u64, stop: &AtomicBool) -> WorkOutput {
             h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
             h ^= h >> 29;
         }
-        if start.elapsed() >= budget || stop.load(Ordering::Relaxed) {
+        if start.elapsed() >= budget || stop.is_raised() {
             break;
         }
     }
@@ -441,10 +567,30 @@ fn not_modified(epoch: u32, cursor: u64) -> Response {
     Response::new(304).header("ETag", etag(epoch, cursor)).header("Cache-Control", "no-cache")
 }
 
+fn shutting_down() -> Response {
+    Response::text(503, "shutting down, retry later").header("Retry-After", 1)
+}
+
 fn too_many_channels() -> Response {
     Response::text(503, "too many channels").header("Retry-After", 1)
 }
 
 fn method_not_allowed(allow: &'static str) -> Response {
     Response::text(405, "method not allowed").header("Allow", allow)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_of_waiters_and_jobs_do_not_overlap() {
+        assert_eq!(Note::decode(0), None, "0 is no note");
+        for note in [Note::Waiter(0), Note::Waiter(41), Note::Job(0), Note::Job(41), Note::Job(JOB_NOTE - 1)]
+        {
+            assert_eq!(Note::decode(note.encode()), Some(note));
+        }
+        assert_ne!(Note::Waiter(0).encode(), Note::Job(0).encode());
+        assert_eq!(Note::Waiter(5).encode(), 6, "held polls keep their key + 1");
+    }
 }

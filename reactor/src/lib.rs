@@ -37,6 +37,6 @@ pub mod sys;
 pub mod wheel;
 
 pub use event_loop::{Event, Handler, Interest, LoopStats, Reactor, Ready, Token};
-pub use pool::{SubmitError, WorkerPool};
+pub use pool::{Cancelled, StopSignal, SubmitError, WorkerPool};
 pub use remote::Remote;
 pub use wheel::{TimerId, TimerWheel};

@@ -12,18 +12,36 @@
 //! [`SubmitError::Full`] rather than blocking the loop or growing memory without bound. The
 //! caller decides what that means (the hub answers 503 with Retry-After).
 //!
-//! Shutdown: jobs not yet started are dropped, jobs already running finish, and every thread
-//! is joined.
+//! A job nobody waits for any more (its client left) must not hold a thread or a queue slot:
+//! [`WorkerPool::cancel`] takes a queued job out of the queue (it never runs, and no message
+//! comes back for it), or raises the [`StopSignal`] a running job was handed, so that it
+//! returns early (its message still comes back). A job that never looks at its signal runs to
+//! its end: stopping is cooperative, a thread cannot be killed safely.
+//!
+//! Workers run at a lower scheduling priority than the loop ([`WORKER_NICE`]): when every core
+//! is busy with jobs, the kernel still gives the loop's thread the CPU first, so short requests
+//! keep their latency. Each worker sets it for itself when it starts; if the kernel refuses, one
+//! line goes to stderr and the workers run at the loop's priority.
+//!
+//! Shutdown: jobs not yet started are dropped, running jobs are told to stop (their signal is
+//! raised) and finish, and every thread is joined.
 
 use std::collections::VecDeque;
+use std::io::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Once};
 use std::thread::JoinHandle;
 
 use crate::remote::Remote;
+use crate::sys;
 
-type Job<M> = Box<dyn FnOnce() -> M + Send>;
+type Job<M> = Box<dyn FnOnce(&StopSignal) -> M + Send>;
+
+/// The nice value every worker thread gives itself (the loop's thread keeps the process's,
+/// normally 0): on a machine whose cores are all busy with jobs, the loop still gets the CPU
+/// first. 10 is the usual "background work" step of `nice(1)`.
+pub const WORKER_NICE: i32 = 10;
 
 /// Why a job was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +52,44 @@ pub enum SubmitError {
     ShutDown,
 }
 
+/// What [`WorkerPool::cancel`] found for a ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// The job was waiting in the queue and is removed: it will never run, and no message
+    /// will come back for it.
+    Dequeued,
+    /// The job is running and its [`StopSignal`] is raised: it returns early if it looks at
+    /// the signal, and its message (or `on_panic`'s) still comes back.
+    Signalled,
+    /// No queued or running job has this ticket: it is done (its message is on its way or
+    /// already delivered), or it never existed.
+    NotFound,
+}
+
+/// Handed to a running job: raised when its result is no longer wanted (its client left, or
+/// the pool is shutting down). A long job checks it now and then and returns early.
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal(Arc<AtomicBool>);
+
+impl StopSignal {
+    pub fn new() -> StopSignal {
+        StopSignal::default()
+    }
+
+    /// Whether the job should stop.
+    pub fn is_raised(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn raise(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 struct Queue<M> {
     jobs: VecDeque<(u64, Job<M>)>,
+    /// Jobs being run, with the signal each was handed (at most one per thread).
+    running: Vec<(u64, StopSignal)>,
     /// Workers blocked waiting for a job: that many queued jobs are about to start, so they
     /// do not count as "waiting" against the capacity.
     idle: usize,
@@ -58,7 +112,9 @@ pub struct WorkerPool<M: Send + 'static> {
 }
 
 impl<M: Send + 'static> WorkerPool<M> {
-    /// Starts `threads` workers (at least 1) with room for `capacity` waiting jobs.
+    /// Starts `threads` workers (at least 1) with room for `capacity` waiting jobs. If a
+    /// thread cannot be started, the ones already started are stopped and joined, and the
+    /// error says which thread failed.
     pub fn new(
         threads: usize,
         capacity: usize,
@@ -70,6 +126,7 @@ impl<M: Send + 'static> WorkerPool<M> {
                 // Grown on demand: a huge `capacity` (e.g. `--work-queue` 10^12) must not be
                 // allocated up front (that would abort, or panic with "capacity overflow").
                 jobs: VecDeque::with_capacity(capacity.min(1024)),
+                running: Vec::new(),
                 idle: 0,
                 shutting_down: false,
             }),
@@ -79,22 +136,33 @@ impl<M: Send + 'static> WorkerPool<M> {
             remote,
             on_panic,
         });
-        let mut pool = WorkerPool { shared, threads: Vec::new() };
-        for i in 0..threads.max(1) {
+        let total = threads.max(1);
+        let mut pool = WorkerPool { shared, threads: Vec::with_capacity(total.min(1024)) };
+        for i in 0..total {
             let shared = pool.shared.clone();
-            let t = std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name(format!("tidings-worker-{i}"))
-                .spawn(move || worker(&shared))?;
-            pool.threads.push(t);
+                .spawn(move || worker(&shared));
+            match spawned {
+                Ok(t) => pool.threads.push(t),
+                // `pool` drops here: the threads already started are stopped and joined.
+                Err(e) => {
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!("cannot start worker thread {} of {total}: {e}", i + 1),
+                    ))
+                }
+            }
         }
         Ok(pool)
     }
 
     /// Queues `job`; its result (or `on_panic(ticket, ..)`) is posted to the loop when done.
-    /// Never blocks.
+    /// The job is handed a [`StopSignal`], raised by [`cancel`](Self::cancel) with the same
+    /// ticket or by shutdown. Never blocks.
     pub fn submit<F>(&self, ticket: u64, job: F) -> Result<(), SubmitError>
     where
-        F: FnOnce() -> M + Send + 'static,
+        F: FnOnce(&StopSignal) -> M + Send + 'static,
     {
         let mut q = lock(&self.shared.queue);
         if q.shutting_down {
@@ -109,6 +177,26 @@ impl<M: Send + 'static> WorkerPool<M> {
         drop(q);
         self.shared.job_ready.notify_one();
         Ok(())
+    }
+
+    /// The job of `ticket` is no longer wanted: removed from the queue if it waits there (the
+    /// first one with that ticket), told to stop if it runs. Never blocks for longer than a
+    /// scan of the queue.
+    pub fn cancel(&self, ticket: u64) -> Cancelled {
+        let mut q = lock(&self.shared.queue);
+        if let Some(at) = q.jobs.iter().position(|(t, _)| *t == ticket) {
+            let removed = q.jobs.remove(at);
+            drop(q);
+            drop(removed); // the job's closure is dropped outside the lock
+            return Cancelled::Dequeued;
+        }
+        match q.running.iter().find(|(t, _)| *t == ticket) {
+            Some((_, stop)) => {
+                stop.raise();
+                Cancelled::Signalled
+            }
+            None => Cancelled::NotFound,
+        }
     }
 
     /// Jobs waiting for a thread.
@@ -126,17 +214,22 @@ impl<M: Send + 'static> WorkerPool<M> {
         self.threads.len()
     }
 
-    /// Drops the jobs not yet started, lets running ones finish, joins every thread.
+    /// Drops the jobs not yet started, tells running ones to stop and lets them finish,
+    /// joins every thread.
     pub fn shutdown(mut self) {
         self.stop_and_join();
     }
 
     fn stop_and_join(&mut self) {
-        {
+        let dropped = {
             let mut q = lock(&self.shared.queue);
             q.shutting_down = true;
-            q.jobs.clear();
-        }
+            for (_, stop) in &q.running {
+                stop.raise();
+            }
+            std::mem::take(&mut q.jobs)
+        };
+        drop(dropped); // outside the lock: a job's captured state may take time to drop
         self.shared.job_ready.notify_all();
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -156,16 +249,33 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Lowers the calling worker's priority to [`WORKER_NICE`]; the first failure of the process
+/// is reported once on stderr (written without `eprintln!`, which panics on a closed stderr).
+fn lower_priority() {
+    static REPORTED: Once = Once::new();
+    if let Err(e) = sys::set_thread_nice(WORKER_NICE) {
+        REPORTED.call_once(|| {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "tidings: worker threads keep the loop's priority (setting nice {WORKER_NICE} failed: {e})"
+            );
+        });
+    }
+}
+
 fn worker<M: Send + 'static>(shared: &Shared<M>) {
+    lower_priority();
     loop {
-        let (ticket, job) = {
+        let (ticket, job, stop) = {
             let mut q = lock(&shared.queue);
             loop {
                 if q.shutting_down {
                     return;
                 }
-                if let Some(j) = q.jobs.pop_front() {
-                    break j;
+                if let Some((ticket, job)) = q.jobs.pop_front() {
+                    let stop = StopSignal::new();
+                    q.running.push((ticket, stop.clone()));
+                    break (ticket, job, stop);
                 }
                 q.idle += 1;
                 q = shared.job_ready.wait(q).unwrap_or_else(|p| p.into_inner());
@@ -173,7 +283,7 @@ fn worker<M: Send + 'static>(shared: &Shared<M>) {
             }
         };
         shared.running.fetch_add(1, Ordering::Relaxed);
-        let msg = match catch_unwind(AssertUnwindSafe(job)) {
+        let msg = match catch_unwind(AssertUnwindSafe(|| job(&stop))) {
             Ok(msg) => msg,
             Err(payload) => {
                 let text = payload
@@ -184,6 +294,12 @@ fn worker<M: Send + 'static>(shared: &Shared<M>) {
                 (shared.on_panic)(ticket, text)
             }
         };
+        {
+            let mut q = lock(&shared.queue);
+            if let Some(at) = q.running.iter().position(|(_, s)| Arc::ptr_eq(&s.0, &stop.0)) {
+                q.running.swap_remove(at);
+            }
+        }
         shared.running.fetch_sub(1, Ordering::Relaxed);
         // If the loop is gone the result has nobody to go to; drop it.
         let _ = shared.remote.post(msg);

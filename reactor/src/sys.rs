@@ -431,6 +431,17 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(hard)
 }
 
+/// Sets the nice value of the calling thread (not the whole process) to `nice`:
+/// `setpriority(PRIO_PROCESS, gettid(), nice)`. On Linux a thread id given to PRIO_PROCESS
+/// names that one thread, so the loop's thread keeps its priority while a worker lowers its
+/// own. Raising a priority (a lower value than the current one) needs privileges: EACCES.
+pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: gettid takes no arguments and cannot fail; setpriority takes three integers,
+    // reads no memory of ours and changes only the scheduling priority of this thread.
+    cvt(unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) })?;
+    Ok(())
+}
+
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`, normally 100): the unit of the CPU times
 /// in `/proc/PID/stat`. Falls back to 100 if sysconf reports nothing.
 pub fn clock_ticks_per_second() -> u64 {

@@ -166,7 +166,7 @@ fn post_from_inside_a_worker_job() {
     let pool = WorkerPool::new(2, 16, r.remote(), on_panic).unwrap();
     for ticket in 0..8u64 {
         let remote = r.remote();
-        pool.submit(ticket, move || {
+        pool.submit(ticket, move |_| {
             remote.post(Msg::FromInsideJob(ticket)).unwrap();
             Msg::Result(ticket)
         })
