@@ -8,11 +8,20 @@
 //! | `GET /stats`, `GET /metrics` | counters as JSON / Prometheus text |
 //! | `GET /`, `GET /plaintext` | the chat demo page, `Hello, World!` |
 //!
+//! Access control (all off by default; see [`crate::auth`]): with `--publish-token-file`,
+//! `POST /pub/..` and `GET /work` without the bearer token get 401 before anything else is
+//! done; with `--subscribe-key-file`, `GET /sub/..` without a valid signed token gets 403 and
+//! the reason. `/stats`, `/metrics`, `/` and `/plaintext` stay open. With `--allow-origin`, a
+//! request whose `Origin` is allowed gets the CORS headers on its answer, whenever that answer
+//! is sent (a held poll's too: the grant is remembered by connection until then), and an
+//! `OPTIONS` preflight from it is answered 204 on any path.
+//!
 //! Held polls keep their [`Responder`]; the hub answers them from `publish`, from their timer,
 //! or (304) at shutdown. If the client leaves first, the server calls `on_close` with the
 //! note we attached (the waiter's key + 1) and the waiter is dropped on the spot: no timer, no
 //! slot and nothing written is left behind.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,6 +31,7 @@ use http::{Body, ConnId, Ctx, Request, Responder, Response, Service};
 use reactor::{Remote, SubmitError, TimerId, WorkerPool};
 use slab::Slab;
 
+use crate::auth::{cors_preflight, unix_now, Cors, Grant};
 use crate::config::{parse_seconds, Options};
 use crate::hub::{valid_channel_name, Hub, HubError, Poll};
 use crate::json;
@@ -49,6 +59,11 @@ pub struct Tidings {
     stopping: Arc<AtomicBool>,
     /// Test-only: `/work` jobs of exactly this many ms panic (see [`TEST_PANIC_ENV`]).
     panic_ms: Option<u64>,
+    /// With a list of `--allow-origin`s: the allowed origin (index) of each connection whose
+    /// request is not answered yet, so an answer sent later (a held poll, a `/work` job)
+    /// carries the same CORS headers as one sent at once. Taken out by [`Tidings::answer`]
+    /// and `on_close`.
+    cors_grants: HashMap<ConnId, usize>,
 }
 
 /// Test-only fault injection, off unless this environment variable is set when the service
@@ -75,15 +90,22 @@ impl Tidings {
             crate::log(format_args!("{TEST_PANIC_ENV}={ms}: /work?ms={ms} jobs will panic (test only)"));
         }
         let hub = Hub::new(opts.hub);
-        Ok(Tidings { hub, opts, pool, jobs: Slab::new(), stopping, panic_ms })
+        Ok(Tidings { hub, opts, pool, jobs: Slab::new(), stopping, panic_ms, cors_grants: HashMap::new() })
     }
 
     pub fn hub(&self) -> &Hub {
         &self.hub
     }
 
-    /// Sends `resp`, logging it if `--access-log` is on. A closed connection is not an error.
-    fn answer(&self, ctx: &mut Ctx<'_, Msg>, responder: Responder, resp: Response, what: &str) {
+    /// Sends `resp` with the CORS headers its request was granted, logging it if
+    /// `--access-log` is on. A closed connection is not an error.
+    fn answer(&mut self, ctx: &mut Ctx<'_, Msg>, responder: Responder, resp: Response, what: &str) {
+        let grant = match &self.opts.cors {
+            Cors::Off => None,
+            Cors::Any => Some(Grant::Any),
+            Cors::Origins(_) => self.cors_grants.remove(&responder.conn()).map(Grant::Origin),
+        };
+        let resp = self.opts.cors.decorate(resp, grant);
         if self.opts.access_log {
             crate::log(format_args!("{what} -> {}", resp.status));
         }
@@ -230,6 +252,19 @@ impl Tidings {
         ]
     }
 
+    /// Whether the request may publish (and run `/work`): no `--publish-token-file`, or
+    /// `Authorization: Bearer <the token>`.
+    fn is_publisher(&self, req: &Request<'_>) -> bool {
+        self.opts.publish_token.as_ref().map_or(true, |t| t.accepts(req.header("authorization")))
+    }
+
+    /// Why a subscribe to `channel` is refused (403), if it is: with `--subscribe-key-file`,
+    /// its `token=` is missing, malformed, not signed for this channel, or expired.
+    fn subscribe_refusal(&self, req: &Request<'_>, channel: &str) -> Option<&'static str> {
+        let key = self.opts.subscribe_key.as_ref()?;
+        key.verify(channel, req.query_param("token"), unix_now()).err().map(|e| e.reason())
+    }
+
     /// Ends a held poll with 304 (timeout or shutdown).
     fn expire_waiter(&mut self, ctx: &mut Ctx<'_, Msg>, key: usize) {
         if let Some(w) = self.hub.remove_waiter(key) {
@@ -245,6 +280,13 @@ impl Service for Tidings {
     type Msg = Msg;
 
     fn call(&mut self, ctx: &mut Ctx<'_, Msg>, req: &Request<'_>, responder: Responder) {
+        let grant = self.opts.cors.grant(req.header("origin"));
+        if let Some(Grant::Origin(i)) = grant {
+            self.cors_grants.insert(responder.conn(), i);
+        }
+        if grant.is_some() && req.method == "OPTIONS" {
+            return self.answer(ctx, responder, cors_preflight(), req.target);
+        }
         let get = req.method == "GET" || req.method == "HEAD";
         if let Some(name) = req.path.strip_prefix("/pub/") {
             return match channel(name) {
@@ -252,6 +294,7 @@ impl Service for Tidings {
                 Ok(_) if req.method != "POST" => {
                     self.answer(ctx, responder, method_not_allowed("POST"), req.target)
                 }
+                Ok(_) if !self.is_publisher(req) => self.answer(ctx, responder, unauthorized(), req.target),
                 Ok(name) => self.publish(ctx, req, name, responder),
             };
         }
@@ -259,7 +302,10 @@ impl Service for Tidings {
             return match channel(name) {
                 Err(resp) => self.answer(ctx, responder, resp, req.target),
                 Ok(_) if !get => self.answer(ctx, responder, method_not_allowed("GET, HEAD"), req.target),
-                Ok(name) => self.subscribe(ctx, req, name, responder),
+                Ok(name) => match self.subscribe_refusal(req, name) {
+                    Some(reason) => self.answer(ctx, responder, Response::text(403, reason), req.target),
+                    None => self.subscribe(ctx, req, name, responder),
+                },
             };
         }
         let resp = match req.path {
@@ -268,6 +314,7 @@ impl Service for Tidings {
             "/" => Response::new(200)
                 .content_type("text/html; charset=utf-8")
                 .body(Body::Static(PAGE.as_bytes())),
+            "/work" if !self.is_publisher(req) => unauthorized(),
             "/work" => return self.work(ctx, req, responder),
             "/stats" => Response::json(200, self.stats_json(ctx)).header("Cache-Control", "no-cache"),
             "/metrics" => Response::new(200)
@@ -279,6 +326,7 @@ impl Service for Tidings {
     }
 
     fn on_close(&mut self, ctx: &mut Ctx<'_, Msg>, conn: ConnId, note: u64) {
+        self.cors_grants.remove(&conn);
         // A held poll's client left: drop its waiter and timer now, write nothing.
         let Some(key) = (note as usize).checked_sub(1) else { return };
         if self.hub.waiter(key).is_some_and(|w| w.responder.conn() == conn) {
@@ -391,6 +439,11 @@ fn not_modified(cursor: u64) -> Response {
 
 fn too_many_channels() -> Response {
     Response::text(503, "too many channels").header("Retry-After", 1)
+}
+
+fn unauthorized() -> Response {
+    Response::text(401, "missing or wrong token: send Authorization: Bearer <token>")
+        .header("WWW-Authenticate", "Bearer")
 }
 
 fn method_not_allowed(allow: &'static str) -> Response {
