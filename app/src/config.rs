@@ -1,12 +1,14 @@
 //! Command-line flags, parsed by hand (a dozen `--name value` pairs do not need a framework).
 //!
 //! Every flag takes a value (`--name value` or `--name=value`) except `--access-log` and
-//! `--help`. Durations are seconds, fractions allowed. A bad flag or value produces a one-line
+//! `--help`. `tidings token ..` is a subcommand (see [`Command::Token`]). The token and key
+//! files are read here, at start, so a missing or empty one is a usage error too. Durations are seconds, fractions allowed. A bad flag or value produces a one-line
 //! error naming it; `main` prints it and exits with code 2.
 
 use std::time::Duration;
 
-use crate::hub::{self, HubLimits, MESSAGE_OVERHEAD};
+use crate::auth::{Cors, PublishToken, SubscribeKey};
+use crate::hub::{self, valid_channel_name, HubLimits, MESSAGE_OVERHEAD};
 
 /// Everything the binary can be told. The server's own settings (address, head limit,
 /// timeouts, connection limits) are an [`http::Config`] and the hub's retention limits a
@@ -25,6 +27,12 @@ pub struct Options {
     pub workers: usize,
     pub work_queue: usize,
     pub access_log: bool,
+    /// `--publish-token-file`: `POST /pub/..` and `GET /work` need `Authorization: Bearer`.
+    pub publish_token: Option<PublishToken>,
+    /// `--subscribe-key-file`: `GET /sub/..` needs a `token=` signed with this key.
+    pub subscribe_key: Option<SubscribeKey>,
+    /// `--allow-origin`: CORS for pages on other origins.
+    pub cors: Cors,
 }
 
 impl Default for Options {
@@ -37,6 +45,9 @@ impl Default for Options {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()).min(MAX_WORKERS),
             work_queue: 64,
             access_log: false,
+            publish_token: None,
+            subscribe_key: None,
+            cors: Cors::Off,
         }
     }
 }
@@ -70,13 +81,23 @@ USAGE: tidings [FLAGS]
   --max-requests-per-connection N    close a connection after N requests, 0 = no limit [0]
   --shutdown-timeout SECS            graceful stop waits at most this long [5]
   --access-log                       log one line per request to stderr
+  --publish-token-file PATH          POST /pub and GET /work need `Authorization: Bearer
+                                     TOKEN` (else 401); TOKEN = the file less one newline
+  --subscribe-key-file PATH          GET /sub needs `token=EXPIRY.SIG` (else 403), SIG = hex
+                                     HMAC-SHA256 of \"CHANNEL\\nEXPIRY\" under the file's key
+  --allow-origin ORIGIN              CORS for pages on ORIGIN (https://host[:port]);
+                                     repeatable; `*` for any origin [none]
   --help                             print this and exit
+
+  tidings token CHANNEL [--ttl SECS] --subscribe-key-file PATH
+                                     print a subscribe token for CHANNEL valid SECS [3600]
 
 The limits must agree: --max-message + 64 <= --retain-bytes <= --max-retained-bytes, and
 --max-answer-bytes must hold one message of --max-message bytes (4/3 of it + 384).
 
 Endpoints: POST /pub/{channel}, GET /sub/{channel}?since=S&epoch=E&timeout=T, GET /work?ms=M,
-GET /stats, GET /metrics, GET / (chat demo), GET /plaintext.
+GET /stats, GET /metrics, GET / (chat demo), GET /plaintext. /stats and /metrics are
+never guarded: bind --listen to a private address.
 SIGINT/SIGTERM stop gracefully (held polls get 304) with exit code 0.
 ";
 
@@ -94,12 +115,28 @@ pub const MAX_WORK_QUEUE: usize = 1_000_000;
 pub enum Command {
     Run(Options),
     Help,
+    /// `tidings token CHANNEL [--ttl SECS] --subscribe-key-file PATH`: print a subscribe
+    /// token for `channel` that expires `ttl` seconds from now.
+    Token {
+        channel: String,
+        ttl: u64,
+        key: SubscribeKey,
+    },
 }
+
+/// Default lifetime of a token printed by `tidings token`, seconds.
+pub const DEFAULT_TOKEN_TTL: u64 = 3600;
+/// Longest `--ttl` (ten years): beyond it a token is a password, and should be one.
+pub const MAX_TOKEN_TTL: u64 = 10 * 366 * 86_400;
 
 /// Parses the arguments (without the program name).
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
     let mut o = Options::default();
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
+    if args.peek().is_some_and(|a| a == "token") {
+        args.next();
+        return parse_token_args(args);
+    }
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
@@ -154,11 +191,53 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                     count(&name, v, 0)?.try_into().map_err(|_| bad(&name, v, "a smaller number"))?
             }
             "--shutdown-timeout" => o.http.shutdown_timeout = seconds(&name, v)?,
+            "--publish-token-file" => o.publish_token = Some(PublishToken::from_file(&name, v)?),
+            "--subscribe-key-file" => o.subscribe_key = Some(SubscribeKey::from_file(&name, v)?),
+            "--allow-origin" => o.cors.allow(&name, v)?,
             _ => return Err(format!("unknown flag {name} (see --help)")),
         }
     }
     o.check()?;
     Ok(Command::Run(o))
+}
+
+/// The arguments of `tidings token` (after the word `token`).
+fn parse_token_args(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
+    const USE: &str = "usage: tidings token CHANNEL [--ttl SECS] --subscribe-key-file PATH";
+    let (mut channel, mut ttl, mut key) = (None, DEFAULT_TOKEN_TTL, None);
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        if !name.starts_with("--") {
+            if channel.is_some() {
+                return Err(format!("unexpected argument {name:?} ({USE})"));
+            }
+            if !valid_channel_name(&name) {
+                return Err(format!("invalid channel name {name:?}: 1..128 bytes of [A-Za-z0-9._:-]"));
+            }
+            channel = Some(name);
+            continue;
+        }
+        let value = match inline.or_else(|| args.next()) {
+            Some(v) => v,
+            None => return Err(format!("{name} needs a value ({USE})")),
+        };
+        match name.as_str() {
+            "--ttl" => match value.parse::<u64>() {
+                Ok(n) if (1..=MAX_TOKEN_TTL).contains(&n) => ttl = n,
+                _ => return Err(bad(&name, &value, &format!("whole seconds from 1 to {MAX_TOKEN_TTL}"))),
+            },
+            "--subscribe-key-file" => key = Some(SubscribeKey::from_file(&name, &value)?),
+            _ => return Err(format!("unknown flag {name} ({USE})")),
+        }
+    }
+    match (channel, key) {
+        (Some(channel), Some(key)) => Ok(Command::Token { channel, ttl, key }),
+        (None, _) => Err(format!("tidings token needs a CHANNEL ({USE})")),
+        (_, None) => Err(format!("tidings token needs --subscribe-key-file ({USE})")),
+    }
 }
 
 fn bad(name: &str, value: &str, want: &str) -> String {
@@ -261,6 +340,7 @@ mod tests {
         match parse_args(args.iter().map(|s| s.to_string()))? {
             Command::Run(o) => Ok(o),
             Command::Help => Err("help".into()),
+            Command::Token { .. } => Err("token".into()),
         }
     }
 
@@ -319,5 +399,59 @@ mod tests {
         for bad in ["", ".", "1.", "-1", "1e3", "abc", " 1"] {
             assert_eq!(parse_seconds(bad), None, "{bad}");
         }
+    }
+
+    fn secret_file(name: &str, contents: &[u8]) -> String {
+        let path = std::env::temp_dir().join(format!("tidings-config-{}-{name}", std::process::id()));
+        std::fs::write(&path, contents).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn access_flags() {
+        let token = secret_file("token", b"s3cret\n");
+        let key = secret_file("key", b"k\r\n");
+        let o = run(&["--publish-token-file", &token, "--subscribe-key-file", &key, "--allow-origin", "*"])
+            .unwrap();
+        assert!(o.publish_token.unwrap().accepts(Some(b"Bearer s3cret")));
+        assert_eq!(o.subscribe_key.unwrap().sign("c", 5), crate::auth::SubscribeKey::new(b"k").sign("c", 5));
+        assert_eq!(o.cors, Cors::Any);
+        let empty = secret_file("empty", b"\n");
+        assert!(run(&["--publish-token-file", &empty]).unwrap_err().contains("--publish-token-file"));
+        assert!(run(&["--subscribe-key-file", "/nonexistent/key"])
+            .unwrap_err()
+            .contains("--subscribe-key-file"));
+        assert!(run(&["--allow-origin", "example.com"]).unwrap_err().contains("--allow-origin"));
+        for f in [token, key, empty] {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+
+    #[test]
+    fn token_subcommand() {
+        let key = secret_file("tokenkey", b"k");
+        let parse = |args: &[&str]| parse_args(args.iter().map(|s| s.to_string()));
+        match parse(&["token", "news", "--subscribe-key-file", &key]) {
+            Ok(Command::Token { channel, ttl, .. }) => {
+                assert_eq!((channel.as_str(), ttl), ("news", DEFAULT_TOKEN_TTL))
+            }
+            _ => panic!("not a token command"),
+        }
+        match parse(&["token", "--ttl=60", &format!("--subscribe-key-file={key}"), "c"]) {
+            Ok(Command::Token { channel, ttl, .. }) => assert_eq!((channel.as_str(), ttl), ("c", 60)),
+            _ => panic!("not a token command"),
+        }
+        for bad in [
+            &["token", "news"][..],
+            &["token", "--subscribe-key-file", &key],
+            &["token", "a/b", "--subscribe-key-file", &key],
+            &["token", "news", "--ttl", "0", "--subscribe-key-file", &key],
+            &["token", "news", "--ttl", "x", "--subscribe-key-file", &key],
+            &["token", "news", "other", "--subscribe-key-file", &key],
+            &["token", "news", "--bogus", "1", "--subscribe-key-file", &key],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        let _ = std::fs::remove_file(key);
     }
 }

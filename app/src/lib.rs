@@ -6,9 +6,11 @@
 //!
 //! - [`hub`]: channels, retention, cursors, waiters: the model, with no I/O.
 //! - [`service`]: the HTTP routes on top of it.
+//! - [`auth`]: access control: the publish token, signed subscribe tokens, CORS.
 //! - [`config`]: command-line flags.
 //! - [`json`]: the few JSON helpers the answers need.
 
+pub mod auth;
 pub mod config;
 pub mod hub;
 pub mod json;

@@ -1,4 +1,5 @@
-//! The `tidings` binary: parse flags, run the hub, exit 0 after a graceful stop.
+//! The `tidings` binary: parse flags, run the hub, exit 0 after a graceful stop (or print a
+//! subscribe token: `tidings token CHANNEL ..`).
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -16,6 +17,16 @@ fn main() -> ExitCode {
         Ok(app::Command::Help) => {
             let _ = std::io::stdout().write_all(app::USAGE.as_bytes());
             return ExitCode::SUCCESS;
+        }
+        Ok(app::Command::Token { channel, ttl, key }) => {
+            let token = key.sign(&channel, app::auth::unix_now().saturating_add(ttl));
+            return match std::io::stdout().write_all(format!("{token}\n").as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    app::log(format_args!("cannot print the token: {e}"));
+                    ExitCode::FAILURE
+                }
+            };
         }
         Err(e) => {
             app::log(format_args!("{e}"));

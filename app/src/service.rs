@@ -13,6 +13,14 @@
 //! `?since=SEQ&epoch=EPOCH`. A bare `"SEQ"` or a `since` without `epoch` still works, with the
 //! rules of before epochs (see [`crate::hub`]).
 //!
+//! Access control (all off by default; see [`crate::auth`]): with `--publish-token-file`,
+//! `POST /pub/..` and `GET /work` without the bearer token get 401 (after the 400/404/405 of
+//! a bad path or method, before the body is used); with `--subscribe-key-file`, `GET /sub/..`
+//! without a valid signed token gets 403 and the reason (before the cursor is read). `/stats`, `/metrics`, `/` and `/plaintext` stay open. With `--allow-origin`, a
+//! request whose `Origin` is allowed gets the CORS headers on its answer, whenever that answer
+//! is sent (a held poll's too: the grant is remembered by connection until then), and an
+//! `OPTIONS` preflight from it is answered 204 on any path.
+//!
 //! Held polls keep their [`Responder`]; the hub answers them from `publish`, from their timer,
 //! or (304) at shutdown. `/work` keeps its responder until the job's result comes back from
 //! the pool. If the client leaves first, the server calls `on_close` with the note we attached
@@ -21,6 +29,7 @@
 //! one is told to stop, so a client that left ties up no thread and no queue slot (its worker is
 //! free within a few ms; `jobs_cancelled_total` counts them).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -28,6 +37,7 @@ use http::{Body, ConnId, Ctx, Request, Responder, Response, Service};
 use reactor::{Cancelled, Remote, StopSignal, SubmitError, TimerId, WorkerPool};
 use slab::Slab;
 
+use crate::auth::{cors_preflight, unix_now, Cors, Grant};
 use crate::config::{parse_seconds, Options};
 use crate::hub::{self, valid_channel_name, Answer, Cursor, Hub, HubError, Poll};
 use crate::json;
@@ -103,6 +113,11 @@ pub struct Tidings {
     panic_ms: Option<u64>,
     /// The one timer that evicts messages past `--message-ttl`, armed for the oldest one.
     ttl_timer: Option<TimerId>,
+    /// With a list of `--allow-origin`s: the allowed origin (index) of each connection whose
+    /// request is not answered yet, so an answer sent later (a held poll, a `/work` job)
+    /// carries the same CORS headers as one sent at once. Taken out by [`Tidings::answer`]
+    /// and `on_close`.
+    cors_grants: HashMap<ConnId, usize>,
 }
 
 /// The tag of the TTL timer (waiters' timers are tagged with their key, far below it).
@@ -144,6 +159,7 @@ impl Tidings {
             stopping: false,
             panic_ms,
             ttl_timer: None,
+            cors_grants: HashMap::new(),
         })
     }
 
@@ -151,8 +167,15 @@ impl Tidings {
         &self.hub
     }
 
-    /// Sends `resp`, logging it if `--access-log` is on. A closed connection is not an error.
-    fn answer(&self, ctx: &mut Ctx<'_, Msg>, responder: Responder, resp: Response, what: &str) {
+    /// Sends `resp` with the CORS headers its request was granted, logging it if
+    /// `--access-log` is on. A closed connection is not an error.
+    fn answer(&mut self, ctx: &mut Ctx<'_, Msg>, responder: Responder, resp: Response, what: &str) {
+        let grant = match &self.opts.cors {
+            Cors::Off => None,
+            Cors::Any => Some(Grant::Any),
+            Cors::Origins(_) => self.cors_grants.remove(&responder.conn()).map(Grant::Origin),
+        };
+        let resp = self.opts.cors.decorate(resp, grant);
         if self.opts.access_log {
             crate::log(format_args!("{what} -> {}", resp.status));
         }
@@ -329,6 +352,19 @@ impl Tidings {
         ]
     }
 
+    /// Whether the request may publish (and run `/work`): no `--publish-token-file`, or
+    /// `Authorization: Bearer <the token>`.
+    fn is_publisher(&self, req: &Request<'_>) -> bool {
+        self.opts.publish_token.as_ref().map_or(true, |t| t.accepts(req.header("authorization")))
+    }
+
+    /// Why a subscribe to `channel` is refused (403), if it is: with `--subscribe-key-file`,
+    /// its `token=` is missing, malformed, not signed for this channel, or expired.
+    fn subscribe_refusal(&self, req: &Request<'_>, channel: &str) -> Option<&'static str> {
+        let key = self.opts.subscribe_key.as_ref()?;
+        key.verify(channel, req.query_param("token"), unix_now()).err().map(|e| e.reason())
+    }
+
     /// Ends a held poll with 304 (timeout or shutdown).
     fn expire_waiter(&mut self, ctx: &mut Ctx<'_, Msg>, key: usize) {
         if let Some(hub::Removed { waiter: w, epoch }) = self.hub.remove_waiter(key) {
@@ -357,6 +393,13 @@ impl Service for Tidings {
     type Msg = Msg;
 
     fn call(&mut self, ctx: &mut Ctx<'_, Msg>, req: &Request<'_>, responder: Responder) {
+        let grant = self.opts.cors.grant(req.header("origin"));
+        if let Some(Grant::Origin(i)) = grant {
+            self.cors_grants.insert(responder.conn(), i);
+        }
+        if grant.is_some() && req.method == "OPTIONS" {
+            return self.answer(ctx, responder, cors_preflight(), req.target);
+        }
         let get = req.method == "GET" || req.method == "HEAD";
         if let Some(name) = req.path.strip_prefix("/pub/") {
             return match channel(name) {
@@ -364,6 +407,7 @@ impl Service for Tidings {
                 Ok(_) if req.method != "POST" => {
                     self.answer(ctx, responder, method_not_allowed("POST"), req.target)
                 }
+                Ok(_) if !self.is_publisher(req) => self.answer(ctx, responder, unauthorized(), req.target),
                 Ok(name) => self.publish(ctx, req, name, responder),
             };
         }
@@ -371,7 +415,10 @@ impl Service for Tidings {
             return match channel(name) {
                 Err(resp) => self.answer(ctx, responder, resp, req.target),
                 Ok(_) if !get => self.answer(ctx, responder, method_not_allowed("GET, HEAD"), req.target),
-                Ok(name) => self.subscribe(ctx, req, name, responder),
+                Ok(name) => match self.subscribe_refusal(req, name) {
+                    Some(reason) => self.answer(ctx, responder, Response::text(403, reason), req.target),
+                    None => self.subscribe(ctx, req, name, responder),
+                },
             };
         }
         let resp = match req.path {
@@ -382,6 +429,7 @@ impl Service for Tidings {
             "/" => Response::new(200)
                 .content_type("text/html; charset=utf-8")
                 .body(Body::Static(PAGE.as_bytes())),
+            "/work" if !self.is_publisher(req) => unauthorized(),
             "/work" => return self.work(ctx, req, responder),
             "/stats" => Response::json(200, self.stats_json(ctx)).header("Cache-Control", "no-cache"),
             "/metrics" => Response::new(200)
@@ -393,6 +441,7 @@ impl Service for Tidings {
     }
 
     fn on_close(&mut self, ctx: &mut Ctx<'_, Msg>, conn: ConnId, note: u64) {
+        self.cors_grants.remove(&conn);
         let key = match Note::decode(note) {
             None => return,
             Some(Note::Job(ticket)) => return self.abandon_job(conn, ticket),
@@ -460,10 +509,10 @@ impl Service for Tidings {
         // Jobs not done get 503 (retry after the restart): queued ones now, running ones
         // once they have stopped (within a few ms), so the pool's threads join promptly. A
         // job that has just finished gets its real answer.
-        let Some(pool) = self.pool.as_ref() else { return };
         let waiting: Vec<usize> =
             self.jobs.iter().filter(|(_, j)| matches!(j, Job::Waiting(_))).map(|(k, _)| k).collect();
         for key in waiting {
+            let Some(pool) = self.pool.as_ref() else { return };
             match pool.cancel(key as u64) {
                 Cancelled::Dequeued => {
                     if let Some(Job::Waiting(responder)) = self.jobs.try_remove(key) {
@@ -573,6 +622,11 @@ fn shutting_down() -> Response {
 
 fn too_many_channels() -> Response {
     Response::text(503, "too many channels").header("Retry-After", 1)
+}
+
+fn unauthorized() -> Response {
+    Response::text(401, "missing or wrong token: send Authorization: Bearer <token>")
+        .header("WWW-Authenticate", "Bearer")
 }
 
 fn method_not_allowed(allow: &'static str) -> Response {

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# The chat demo page in a real headless browser (Debian's chromium, installed if missing):
-# two tabs on one channel, a message sent from one appears in both, in order.
+# The hub in a real headless browser (Debian's chromium, installed if missing):
+#  1. the chat demo page: two tabs on one channel, a message sent from one appears in both,
+#     in order;
+#  2. access control from a page on another origin: with --publish-token-file,
+#     --subscribe-key-file and --allow-origin, a page served from an allowed origin publishes
+#     with a bearer token through fetch(), reads and holds polls with a signed token (CORS);
+#     a page from another origin is refused by the browser itself and publishes nothing.
 #
 #   tests/browser/check.sh
 #
 # Not part of `cargo test`: it needs chromium (~100 MB) and takes a few seconds of browser
 # start-up, which CI machines may not have; it is the documented check of the page, run by
-# hand after changing app/src/page.html. Loopback only; stops by itself (60 s at most).
+# hand after changing app/src/page.html or the access control. Loopback only; stops by itself
+# (60 s at most).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -18,10 +24,44 @@ CHROMIUM=$(command -v chromium-browser || true)
   { say "chromium is not installable here"; exit 1; }
 
 cargo build --release -q -p tidings --bin tidings
-LOG=$(mktemp)
-"$ROOT/target/release/tidings" --listen 127.0.0.1:0 2>"$LOG" &
-PID=$!
-trap 'kill $PID 2>/dev/null || true; rm -f "$LOG"' EXIT
-ADDR=$(wait_listening "$LOG" "$PID") || { say "tidings did not start"; cat "$LOG" >&2; exit 1; }
+BIN=$ROOT/target/release/tidings
+DIR=$(mktemp -d)
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DIR"' EXIT
 
-timeout 60 python3 tests/browser/check_page.py "http://$ADDR" "$CHROMIUM"
+# The open hub, for the chat page.
+"$BIN" --listen 127.0.0.1:0 2>"$DIR/open.log" &
+PIDS+=($!)
+ADDR=$(wait_listening "$DIR/open.log" "$!") || { say "tidings did not start"; cat "$DIR/open.log" >&2; exit 1; }
+
+# Two static pages on two other origins (ports): one allowed, one not.
+mkdir "$DIR/www"
+echo '<!doctype html><title>another origin</title><p>a page on another origin' >"$DIR/www/index.html"
+serve() { # serve LOG: a static server on an ephemeral port; prints its port
+  python3 -u -m http.server 0 --bind 127.0.0.1 --directory "$DIR/www" >"$1" 2>&1 &
+  PIDS+=($!)
+  local port=""
+  for _ in $(seq 100); do
+    port=$(sed -n 's/.*port \([0-9]*\).*/\1/p' "$1" | head -n 1)
+    [ -n "$port" ] && { echo "$port"; return 0; }
+    sleep 0.1
+  done
+  return 1
+}
+OK_PORT=$(serve "$DIR/www-ok.log") || { say "http.server did not start"; exit 1; }
+NO_PORT=$(serve "$DIR/www-no.log") || { say "http.server did not start"; exit 1; }
+
+# The guarded hub: a publish token, a subscribe key, one allowed origin.
+head -c 24 /dev/urandom | base64 | tr '+/' '-_' >"$DIR/publish.token"
+head -c 32 /dev/urandom >"$DIR/subscribe.key"
+"$BIN" --listen 127.0.0.1:0 --publish-token-file "$DIR/publish.token" \
+  --subscribe-key-file "$DIR/subscribe.key" --allow-origin "http://127.0.0.1:$OK_PORT" 2>"$DIR/guarded.log" &
+PIDS+=($!)
+GUARDED=$(wait_listening "$DIR/guarded.log" "$!") ||
+  { say "guarded tidings did not start"; cat "$DIR/guarded.log" >&2; exit 1; }
+CHANNEL=crossorigin$$
+SUB_TOKEN=$("$BIN" token "$CHANNEL" --ttl 120 --subscribe-key-file "$DIR/subscribe.key")
+
+timeout 60 python3 tests/browser/check_page.py "http://$ADDR" "$CHROMIUM" \
+  "http://$GUARDED" "$(cat "$DIR/publish.token")" "$CHANNEL" "$SUB_TOKEN" \
+  "http://127.0.0.1:$OK_PORT/" "http://127.0.0.1:$NO_PORT/"

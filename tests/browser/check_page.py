@@ -2,7 +2,15 @@
 """The chat demo page (`GET /`) in a real headless browser: two tabs on one channel; a message
 typed and sent in tab A must appear in tab B (through B's held long-poll) and in A, in order.
 
-    tests/browser/check_page.py http://127.0.0.1:PORT CHROMIUM
+Then, if the access-control arguments are given, pages on other origins against a hub started
+with --publish-token-file, --subscribe-key-file and --allow-origin: the page on the allowed
+origin publishes with `Authorization: Bearer` through fetch() (a CORS preflight first), reads
+with a signed token, and gets a held poll's answer (sent later, on a publish) with the CORS
+headers; the page on another origin is refused by the browser (its fetch() rejects) and
+publishes nothing.
+
+    tests/browser/check_page.py http://127.0.0.1:PORT CHROMIUM \
+        [GUARDED_HUB PUBLISH_TOKEN CHANNEL SUB_TOKEN ALLOWED_PAGE REFUSED_PAGE]
 
 Run by tests/browser/check.sh, which starts tidings and installs chromium if it is missing.
 It drives chromium through the DevTools protocol over a WebSocket, with nothing but the Python
@@ -107,6 +115,13 @@ class Page:
         r = self.call("Runtime.evaluate", expression=expr, returnByValue=True)
         return r.get("result", {}).get("value")
 
+    def eval_async(self, expr):
+        """Evaluates `expr` (a promise) and returns what it resolves to; a rejection raises."""
+        r = self.call("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in r:
+            raise RuntimeError("page script failed: %s" % r["exceptionDetails"])
+        return r.get("result", {}).get("value")
+
     def wait_for(self, expr, what, timeout=15.0):
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -121,8 +136,84 @@ def http_json(url, data=None):
         return json.loads(r.read())
 
 
+def open_tab(devtools, url):
+    # The page URL goes in the query: its "#" must be escaped, or it would end the URL here.
+    req = urllib.request.Request(devtools + "/json/new?" + urllib.parse.quote(url, safe=":/"), method="PUT")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return Page(json.loads(r.read())["webSocketDebuggerUrl"])
+
+
+def check_cross_origin(devtools, hub, publish_token, channel, sub_token, allowed_page, refused_page):
+    """A page on the allowed origin publishes and subscribes through CORS with its tokens; a
+    page on another origin is refused by the browser."""
+    ok = open_tab(devtools, allowed_page)
+    ok.wait_for("document.readyState === 'complete'", "the allowed page to load")
+    # Publish with the bearer token (a non-simple request: the browser preflights it), then
+    # read it back with the signed subscribe token, and read the ETag (an exposed header).
+    got = ok.eval_async("""(async () => {
+        const p = await fetch(%(hub)s + "/pub/" + %(ch)s, {method: "POST",
+            headers: {"Authorization": "Bearer " + %(tok)s, "Content-Type": "text/plain"},
+            body: "from another origin"});
+        const pub = await p.json();
+        const s = await fetch(%(hub)s + "/sub/" + %(ch)s + "?since=0&token=" + %(sub)s);
+        const sub = await s.json();
+        const denied = await fetch(%(hub)s + "/sub/" + %(ch)s + "?since=0");
+        return {pub: p.status, seq: pub.seq, sub: s.status, etag: s.headers.get("ETag"),
+                data: sub.messages.map((m) => m.data), denied: denied.status,
+                deniedText: await denied.text()};
+    })()""" % {"hub": json.dumps(hub), "ch": json.dumps(channel), "tok": json.dumps(publish_token),
+               "sub": json.dumps(sub_token)})
+    assert got["pub"] == 200 and got["seq"] == 1, "publish from the allowed origin: %r" % got
+    assert got["sub"] == 200 and got["data"] == ["from another origin"], "subscribe: %r" % got
+    assert got["etag"] == '"1"', "ETag not readable from the page (Expose-Headers): %r" % got
+    assert got["denied"] == 403 and "missing" in got["deniedText"], "no token: %r" % got
+
+    # A held poll, answered later by a publish from the backend: the late answer must carry
+    # the CORS headers too, or the browser would hide it from the page.
+    ok.eval("window.held = fetch(%s + '/sub/' + %s + '?since=1&timeout=20&token=' + %s)"
+            ".then((r) => r.json()).then((j) => j.messages.map((m) => m.data)); true"
+            % (json.dumps(hub), json.dumps(channel), json.dumps(sub_token)))
+    deadline = time.time() + 10
+    while http_json(hub + "/stats")["waiting_polls"] < 1:
+        if time.time() > deadline:
+            raise AssertionError("the page's poll is not held")
+        time.sleep(0.1)
+    req = urllib.request.Request(hub + "/pub/" + channel, data=b"pushed later",
+                                 headers={"Authorization": "Bearer " + publish_token})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert json.loads(r.read())["subscribers"] == 1
+    held = ok.eval_async("window.held")
+    assert held == ["pushed later"], "held poll in the page: %r" % held
+
+    # Another origin: the preflight is not granted, so the browser refuses both requests
+    # itself (fetch rejects with a TypeError), even with the right tokens.
+    no = open_tab(devtools, refused_page)
+    no.wait_for("document.readyState === 'complete'", "the refused page to load")
+    refused = no.eval_async("""(async () => {
+        const out = [];
+        for (const [url, init] of [
+            [%(hub)s + "/pub/" + %(ch)s, {method: "POST", headers: {"Authorization": "Bearer " + %(tok)s},
+                                         body: "must not arrive"}],
+            [%(hub)s + "/sub/" + %(ch)s + "?since=0&token=" + %(sub)s, {}]]) {
+            try { const r = await fetch(url, init); out.push("answered " + r.status); }
+            catch (e) { out.push(e.name); }
+        }
+        return out;
+    })()""" % {"hub": json.dumps(hub), "ch": json.dumps(channel), "tok": json.dumps(publish_token),
+               "sub": json.dumps(sub_token)})
+    assert refused == ["TypeError", "TypeError"], "the other origin was not refused: %r" % refused
+    published = http_json(hub + "/stats")["published_total"]
+    assert published == 2, "the refused page published something: published_total %d" % published
+    print("browser check: PASS (cross-origin: %s published with a bearer token and read with a signed"
+          " token, a held poll answered later reached it; %s was refused by the browser)"
+          % (allowed_page, refused_page))
+
+
 def main():
     base, chromium = sys.argv[1], sys.argv[2]
+    access = sys.argv[3:9]
+    if access and len(access) != 6:
+        raise SystemExit("usage: see the docstring (the access-control arguments come as six)")
     profile = tempfile.mkdtemp(prefix="tidings-browser-")
     browser = subprocess.Popen(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -146,11 +237,7 @@ def main():
         http_json(base + "/pub/" + CHANNEL, b"before the tabs opened")
         tabs = []
         for _ in range(2):
-            # The page URL goes in the query: its "#" must be escaped, or it would end the URL here.
-            page_url = urllib.parse.quote(base + "/#" + CHANNEL, safe=":/")
-            req = urllib.request.Request(devtools + "/json/new?" + page_url, method="PUT")
-            with urllib.request.urlopen(req, timeout=10) as r:
-                tabs.append(Page(json.loads(r.read())["webSocketDebuggerUrl"]))
+            tabs.append(open_tab(devtools, base + "/#" + CHANNEL))
         a, b = tabs
         for t in tabs:
             t.wait_for("document.readyState === 'complete'", "the page to load")
@@ -179,6 +266,8 @@ def main():
         assert status.startswith("connected, up to #3"), "tab B status: %r" % status
         print("browser check: PASS (two tabs on %s; sent in A, shown in A and B in order; status %r)"
               % (CHANNEL, status))
+        if access:
+            check_cross_origin(devtools, *access)
         return 0
     finally:
         browser.kill()

@@ -335,10 +335,17 @@ impl Client {
         self.request("POST", target, &[], body)
     }
 
-    /// Reads more bytes into the buffer; `Ok(0)` at EOF.
+    /// Reads more bytes into the buffer; `Ok(0)` at EOF. EINTR is retried: on Linux a
+    /// `recv` on a socket with a read timeout fails with it when the process is stopped and
+    /// continued (signal(7)), even without a signal handler; seen once in a full test run.
     fn fill(&mut self) -> io::Result<usize> {
         let mut chunk = [0u8; 16 * 1024];
-        let n = self.stream.read(&mut chunk)?;
+        let n = loop {
+            match self.stream.read(&mut chunk) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(n)
     }
