@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The hub in a real headless browser (Debian's chromium, installed if missing):
 #  1. the chat demo page: two tabs on one channel, a message sent from one appears in both,
-#     in order;
+#     in order; then one tab across a restart of the server (seqs start over: the page's
+#     cursor carries its epoch, so it shows every message once, in order);
 #  2. access control from a page on another origin: with --publish-token-file,
 #     --subscribe-key-file and --allow-origin, a page served from an allowed origin publishes
 #     with a bearer token through fetch(), reads and holds polls with a signed token (CORS);
@@ -12,7 +13,7 @@
 # Not part of `cargo test`: it needs chromium (~100 MB) and takes a few seconds of browser
 # start-up, which CI machines may not have; it is the documented check of the page, run by
 # hand after changing app/src/page.html or the access control. Loopback only; stops by itself
-# (60 s at most).
+# (90 s at most).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -62,6 +63,6 @@ GUARDED=$(wait_listening "$DIR/guarded.log" "$!") ||
 CHANNEL=crossorigin$$
 SUB_TOKEN=$("$BIN" token "$CHANNEL" --ttl 120 --subscribe-key-file "$DIR/subscribe.key")
 
-timeout 60 python3 tests/browser/check_page.py "http://$ADDR" "$CHROMIUM" \
+TIDINGS_BIN=$BIN timeout 90 python3 tests/browser/check_page.py "http://$ADDR" "$CHROMIUM" \
   "http://$GUARDED" "$(cat "$DIR/publish.token")" "$CHANNEL" "$SUB_TOKEN" \
   "http://127.0.0.1:$OK_PORT/" "http://127.0.0.1:$NO_PORT/"

@@ -12,6 +12,9 @@ publishes nothing.
     tests/browser/check_page.py http://127.0.0.1:PORT CHROMIUM \
         [GUARDED_HUB PUBLISH_TOKEN CHANNEL SUB_TOKEN ALLOWED_PAGE REFUSED_PAGE]
 
+With TIDINGS_BIN set to the binary, also the chat page across a restart of the server (a
+second process on the same port, seqs from 1 again): every message shown once, in order.
+
 Run by tests/browser/check.sh, which starts tidings and installs chromium if it is missing.
 It drives chromium through the DevTools protocol over a WebSocket, with nothing but the Python
 standard library (the client below speaks just enough of RFC 6455 for this). Exit 0 = pass.
@@ -165,7 +168,8 @@ def check_cross_origin(devtools, hub, publish_token, channel, sub_token, allowed
                "sub": json.dumps(sub_token)})
     assert got["pub"] == 200 and got["seq"] == 1, "publish from the allowed origin: %r" % got
     assert got["sub"] == 200 and got["data"] == ["from another origin"], "subscribe: %r" % got
-    assert got["etag"] == '"1"', "ETag not readable from the page (Expose-Headers): %r" % got
+    assert re.fullmatch(r'"[0-9a-f]{8}:1"', got["etag"] or ""), \
+        "ETag not readable from the page (Expose-Headers): %r" % got
     assert got["denied"] == 403 and "missing" in got["deniedText"], "no token: %r" % got
 
     # A held poll, answered later by a publish from the backend: the late answer must carry
@@ -209,8 +213,72 @@ def check_cross_origin(devtools, hub, publish_token, channel, sub_token, allowed
           % (allowed_page, refused_page))
 
 
+def start_hub(binary, port):
+    """Starts `tidings --listen 127.0.0.1:PORT` and waits until it listens."""
+    hub = subprocess.Popen([binary, "--listen", "127.0.0.1:%d" % port],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        line = hub.stderr.readline()
+        if "listening on" in line:
+            return hub
+    hub.kill()
+    raise RuntimeError("tidings did not start on port %d" % port)
+
+
+def stop_hub(hub):
+    hub.terminate()
+    if hub.wait(timeout=10) != 0:
+        raise AssertionError("tidings did not stop with exit 0")
+
+
+def check_restart(devtools, binary):
+    """The chat page across a server restart: the new process counts seqs from 1 again, and
+    the page's cursor (seq 2 of the old life) is behind the new life's seq 3 by the time it
+    reconnects. With its epoch, the page is answered with a reset and shows every message of
+    both lives exactly once, in order, none skipped."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = "http://127.0.0.1:%d" % port
+    channel = "restart%d" % os.getpid()
+    hub = start_hub(binary, port)
+    try:
+        for text in ["old one", "old two"]:
+            http_json(base + "/pub/" + channel, text.encode())
+        tab = open_tab(devtools, base + "/#" + channel)
+        tab.wait_for("document.getElementById('log').innerText.includes('old two')", "the old messages")
+        deadline = time.time() + 10
+        while http_json(base + "/stats")["waiting_polls"] < 1:
+            if time.time() > deadline:
+                raise AssertionError("the tab is not holding a poll")
+            time.sleep(0.1)
+        stop_hub(hub)
+        # The tab's held poll got 304 at the stop; it now retries once a second. Publish three
+        # messages in the new life before it gets back, so its cursor 2 is behind seq 3.
+        hub = start_hub(binary, port)
+        for text in ["new one", "new two", "new three"]:
+            http_json(base + "/pub/" + channel, text.encode())
+        tab.wait_for("document.getElementById('log').innerText.includes('new three')",
+                     "the new life's messages after the restart", timeout=20)
+        http_json(base + "/pub/" + channel, b"new four")
+        tab.wait_for("document.getElementById('log').innerText.includes('new four')", "a message after")
+        log = tab.eval("document.getElementById('log').innerText")
+        texts = ["old one", "old two", "new one", "new two", "new three", "new four"]
+        counts = {t: log.count(t) for t in texts}
+        assert all(n == 1 for n in counts.values()), "shown twice or skipped: %r in %r" % (counts, log)
+        order = [log.index(t) for t in texts]
+        assert order == sorted(order), "out of order across the restart: %r" % log
+        print("browser check: PASS (restart: the chat page showed both lives' 6 messages once each,"
+              " in order, after a reset)")
+    finally:
+        hub.kill()
+        hub.wait()
+
+
 def main():
     base, chromium = sys.argv[1], sys.argv[2]
+    binary = os.environ.get("TIDINGS_BIN")
     access = sys.argv[3:9]
     if access and len(access) != 6:
         raise SystemExit("usage: see the docstring (the access-control arguments come as six)")
@@ -266,6 +334,8 @@ def main():
         assert status.startswith("connected, up to #3"), "tab B status: %r" % status
         print("browser check: PASS (two tabs on %s; sent in A, shown in A and B in order; status %r)"
               % (CHANNEL, status))
+        if binary:
+            check_restart(devtools, binary)
         if access:
             check_cross_origin(devtools, *access)
         return 0
