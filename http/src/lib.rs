@@ -7,10 +7,10 @@
 //! | module | what it does |
 //! |---|---|
 //! | [`request`] | head parsing (httparse) and our framing / anti-smuggling rules |
-//! | [`body`] | incremental chunked decoding |
+//! | [`body`] | incremental chunked decoding, strict chunk-extension and trailer grammar |
 //! | [`response`] | [`Response`] and its serialisation (Date, Content-Length, Connection) |
 //! | [`buffers`] | pooled buffers, so idle connections hold none; batched output |
-//! | [`date`] | the Date header, formatted once per second |
+//! | [`date`] | the Date header, formatted once per second, following the wall clock |
 //!
 //! What the old Python server got wrong and how this one avoids it:
 //! - a client hanging up mid-request spun the loop: peer close (FIN, RST, HUP) is detected in
