@@ -206,16 +206,6 @@ pub fn names_head_method(buf: &[u8]) -> bool {
     buf[request_line_start(buf)..].starts_with(b"HEAD ")
 }
 
-/// One httparse run over `buf` with these header slots.
-fn parse_into<'b, 'h>(
-    buf: &'b [u8],
-    slots: &'h mut [MaybeUninit<httparse::Header<'b>>],
-) -> (httparse::Result<usize>, httparse::Request<'h, 'b>) {
-    let mut req = httparse::Request::new(&mut []);
-    let status = req.parse_with_uninit_headers(buf, slots);
-    (status, req)
-}
-
 /// Parses the head at the start of `buf`. `Ok(None)` = incomplete, read more.
 /// On success, `headers` holds the parsed headers and the returned request borrows `buf`.
 pub fn parse<'b, 'h>(
@@ -227,14 +217,16 @@ where
     'b: 'h,
 {
     let inline = limits.max_headers.min(INLINE_HEADERS);
-    let (mut status, mut req) = parse_into(buf, &mut headers.inline[..inline]);
+    let mut req = httparse::Request::new(&mut []);
+    let mut status = req.parse_with_uninit_headers(buf, &mut headers.inline[..inline]);
     if matches!(status, Err(httparse::Error::TooManyHeaders)) && limits.max_headers > INLINE_HEADERS {
         // A raised limit and more fields than the inline slots: parse again into slots on the
         // heap. A header line takes at least 3 bytes (`a:` LF), so `buf` cannot hold more
         // than len/3 of them: no need to allocate `max_headers` slots for a short head.
         let slots = limits.max_headers.min(buf.len() / 3 + 1);
         headers.spill.resize_with(slots, MaybeUninit::uninit);
-        (status, req) = parse_into(buf, &mut headers.spill);
+        req = httparse::Request::new(&mut []);
+        status = req.parse_with_uninit_headers(buf, &mut headers.spill);
     }
     let head_len = match status {
         Ok(httparse::Status::Complete(n)) => n,
@@ -415,7 +407,10 @@ fn text<'b>(buf: &'b [u8], r: &Range<usize>) -> &'b str {
 }
 
 /// Splits a request target into path and query. For absolute-form (`http://host/p?q`) the
-/// path starts at the first `/` after the authority.
+/// path starts at the first `/` after the authority. Always inlined: it is on every
+/// request's path, and with its second caller ([`KeptHead::request`]) the compiler kept it out
+/// of line, which cost the parse of a minimal GET 2.5% more instructions.
+#[inline(always)]
 fn split_target(target: &str) -> (&str, &str) {
     let target = match target.as_bytes().first() {
         // origin-form, the usual case: no scheme to look for.
