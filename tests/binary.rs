@@ -32,7 +32,7 @@ fn run(args: &[&str], limit: Duration) -> Output {
     }
 }
 
-const FLAGS: [&str; 20] = [
+const FLAGS: [&str; 21] = [
     "--listen",
     "--poll-timeout",
     "--max-message",
@@ -46,6 +46,7 @@ const FLAGS: [&str; 20] = [
     "--workers",
     "--work-queue",
     "--max-header-bytes",
+    "--max-headers",
     "--header-timeout",
     "--body-timeout",
     "--keepalive-timeout",
@@ -84,6 +85,7 @@ fn bad_flags_exit_2_with_one_line_naming_the_flag() {
         (&["--work-queue", "many"], "--work-queue"),
         (&["--work-queue", "1000001"], "--work-queue"),
         (&["--max-header-bytes", "x"], "--max-header-bytes"),
+        (&["--max-headers", "0"], "--max-headers"),
         (&["--header-timeout", "0"], "--header-timeout"),
         (&["--body-timeout", "soon"], "--body-timeout"),
         (&["--keepalive-timeout", ""], "--keepalive-timeout"),
@@ -129,6 +131,8 @@ fn every_flag_is_accepted_and_applied() {
         "4",
         "--max-header-bytes",
         "4096",
+        "--max-headers",
+        "5",
         "--header-timeout",
         "5",
         "--body-timeout",
@@ -158,6 +162,13 @@ fn every_flag_is_accepted_and_applied() {
     let r = c.get("/sub/f?since=5");
     assert_eq!((r.status, r.etag_seq().as_str()), (304, "\"5\""));
     assert!(t0.elapsed() >= Duration::from_millis(250) && t0.elapsed() < Duration::from_secs(5));
+    // --max-headers 5 (Client sends Host, and Content-Length with a body)
+    let four = [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")];
+    assert_eq!(c.get_with("/plaintext", &four).status, 200);
+    assert_eq!(
+        Client::connect(addr).get_with("/plaintext", &[four.as_slice(), &[("e", "5")]].concat()).status,
+        431
+    );
     // --max-channels 2
     assert_eq!(c.post("/pub/g", b"m").status, 200);
     assert_eq!(c.post("/pub/h", b"m").status, 503);
@@ -248,10 +259,16 @@ fn limits_at_their_maximum_do_not_panic() {
         &max,
         "--message-ttl",
         "31536000",
+        "--max-headers",
+        &max,
     ]);
     let addr = server.addr;
     let mut c = Client::connect(addr);
     assert_eq!(c.get("/plaintext").text(), "Hello, World!");
+    // More fields than the inline slots: the spill is sized by the head, not by the limit.
+    let many: Vec<(String, String)> = (0..300).map(|i| (format!("x-{i}"), "v".to_string())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    assert_eq!(c.get_with("/plaintext", &many).status, 200);
     assert_eq!(c.post("/pub/big", &vec![b'x'; 200_000]).json().get("seq").as_u64(), 1);
     assert_eq!(c.get("/work?ms=1").status, 200);
     assert_eq!(c.get("/sub/big?since=0").json().get("next").as_u64(), 1);
@@ -319,7 +336,7 @@ fn a_closed_stderr_pipe_does_not_stop_the_hub() {
 /// 100000` used to abort in thread start-up: "failed to set up alternative stack guard page").
 #[test]
 fn extreme_values_of_every_numeric_flag_exit_2_with_one_line() {
-    const NUMERIC: [(&str, &[&str]); 18] = [
+    const NUMERIC: [(&str, &[&str]); 19] = [
         ("--poll-timeout", &["301", "31622401"]),
         ("--max-message", &[]),
         ("--max-batch", &["0"]),
@@ -332,6 +349,7 @@ fn extreme_values_of_every_numeric_flag_exit_2_with_one_line() {
         ("--workers", &["1025", "100000", "18446744073709551615"]),
         ("--work-queue", &["1000001", "18446744073709551615"]),
         ("--max-header-bytes", &["255"]),
+        ("--max-headers", &["0"]),
         ("--header-timeout", &["0", "31622401"]),
         ("--body-timeout", &["0", "31622401"]),
         ("--keepalive-timeout", &["0", "31622401"]),

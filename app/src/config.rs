@@ -15,7 +15,7 @@ use crate::hub::{self, valid_channel_name, HubLimits, MESSAGE_OVERHEAD};
 /// [`HubLimits`], set directly by their flags: each setting is defined, and defaulted, once.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// `--listen`, `--max-header-bytes`, `--header-timeout`, `--body-timeout`,
+    /// `--listen`, `--max-header-bytes`, `--max-headers`, `--header-timeout`, `--body-timeout`,
     /// `--keepalive-timeout`, `--max-connections`, `--max-requests-per-connection`,
     /// `--shutdown-timeout`. (The body limit is `max_message`: see [`Options::http_config`].)
     pub http: http::Config,
@@ -74,6 +74,7 @@ USAGE: tidings [FLAGS]
   --work-queue N                     /work jobs waiting for a thread (0..=1000000);
                                      past it 503 [64]
   --max-header-bytes BYTES           longest request head (else 431) [16384]
+  --max-headers N                    most header fields in a request (else 431) [100]
   --header-timeout SECS              first to last byte of a request head (else 408) [10]
   --body-timeout SECS                longest pause while a body arrives (else 408) [30]
   --keepalive-timeout SECS           idle time before a connection is closed [60]
@@ -182,6 +183,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--workers" => o.workers = count_up_to(&name, v, 0, MAX_WORKERS)?,
             "--work-queue" => o.work_queue = count_up_to(&name, v, 0, MAX_WORK_QUEUE)?,
             "--max-header-bytes" => o.http.limits.max_header_bytes = count(&name, v, 256)?,
+            "--max-headers" => o.http.limits.max_headers = count(&name, v, 1)?,
             "--header-timeout" => o.http.header_timeout = positive_seconds(&name, v)?,
             "--body-timeout" => o.http.body_timeout = positive_seconds(&name, v)?,
             "--keepalive-timeout" => o.http.keepalive_timeout = positive_seconds(&name, v)?,
@@ -352,6 +354,10 @@ mod tests {
         assert_eq!(o.poll_timeout, Duration::from_millis(500));
         assert!(o.access_log);
         assert_eq!(o.hub.retain, 5);
+        assert_eq!(o.http.limits.max_headers, 100);
+        let o = run(&["--max-headers", "250"]).unwrap();
+        assert_eq!(o.http_config().limits.max_headers, 250);
+        assert_eq!(run(&["--max-headers=1"]).unwrap().http.limits.max_headers, 1);
     }
 
     #[test]
@@ -360,6 +366,9 @@ mod tests {
         assert!(run(&["--bogus", "1"]).unwrap_err().contains("--bogus"));
         assert!(run(&["--poll-timeout", "301"]).unwrap_err().contains("--poll-timeout"));
         assert!(run(&["--listen"]).unwrap_err().contains("--listen"));
+        for bad in ["0", "-1", "x", "", "99999999999999999999999"] {
+            assert!(run(&["--max-headers", bad]).unwrap_err().contains("--max-headers"), "{bad}");
+        }
     }
 
     #[test]

@@ -31,15 +31,20 @@ use std::cell::RefCell;
 use fuzz_support::loopback::{CloseMode, Loopback};
 use fuzz_support::responses::{self, Received};
 use fuzz_support::Bytes;
-use http::body::ChunkedDecoder;
+use http::body::{ChunkedDecoder, TrailerBudget};
 use http::request::{self, BodyKind, HttpError};
 use http::{Body, Config, Ctx, Limits, Request, Responder, Response, Service};
 use libfuzzer_sys::fuzz_target;
 use reactor::{Reactor, Remote};
 
 const MAX_INPUT: usize = 4096;
-const LIMITS: Limits =
-    Limits { max_header_bytes: 1024, max_request_line: 256, max_body_bytes: 1024, max_output_bytes: 4096 };
+const LIMITS: Limits = Limits {
+    max_header_bytes: 1024,
+    max_headers: 16,
+    max_request_line: 256,
+    max_body_bytes: 1024,
+    max_output_bytes: 4096,
+};
 const MAX_REQUESTS: u32 = 32;
 const BIG: usize = 8 * 1024;
 
@@ -163,15 +168,17 @@ struct Model {
     trailing_continue: bool,
 }
 
-/// The server's parse of the request at the start of `rest`, 1.x retry included.
-fn parse_one(rest: &[u8]) -> (Vec<u8>, Result<Option<request::Framing>, HttpError>) {
+/// The server's parse of the request at the start of `rest`, 1.x retry included: the framing
+/// and the number of header fields.
+#[allow(clippy::type_complexity)]
+fn parse_one(rest: &[u8]) -> (Vec<u8>, Result<Option<(request::Framing, usize)>, HttpError>) {
     let mut buf = rest.to_vec();
     let mut headers = request::header_storage();
     if matches!(request::parse(&buf, &mut headers, &LIMITS), Err(e) if e == request::RETRY_AS_HTTP11) {
         request::downgrade_minor_version(&mut buf);
     }
     let mut headers = request::header_storage();
-    let verdict = request::parse(&buf, &mut headers, &LIMITS).map(|o| o.map(|(_, f)| f));
+    let verdict = request::parse(&buf, &mut headers, &LIMITS).map(|o| o.map(|(r, f)| (f, r.headers.len())));
     (buf, verdict)
 }
 
@@ -188,7 +195,7 @@ fn model(stream: &[u8]) -> Model {
     let mut trailing_continue = false;
     while at < stream.len() {
         let (buf, verdict) = parse_one(&stream[at..]);
-        let framing = match verdict {
+        let (framing, fields) = match verdict {
             Ok(None) => break,
             Err(e) => {
                 seq += 1;
@@ -199,7 +206,7 @@ fn model(stream: &[u8]) -> Model {
                 at += e.skip;
                 continue;
             }
-            Ok(Some(f)) => f,
+            Ok(Some(parsed)) => parsed,
         };
         let head_len = framing.head_len;
         let may_continue = framing.expect_continue && framing.body != BodyKind::None;
@@ -213,7 +220,12 @@ fn model(stream: &[u8]) -> Model {
                 (buf[head_len..head_len + n].to_vec(), head_len + n)
             }
             BodyKind::Chunked => {
-                let mut d = ChunkedDecoder::new();
+                // Trailers get what the head left of the head limits.
+                let budget = TrailerBudget {
+                    bytes: LIMITS.max_header_bytes - head_len,
+                    fields: LIMITS.max_headers - fields,
+                };
+                let mut d = ChunkedDecoder::new(budget);
                 let mut body = Vec::new();
                 match d.decode(&buf[head_len..], &mut body, LIMITS.max_body_bytes) {
                     Err(e) => {

@@ -3,7 +3,7 @@
 //! decoding (`http::body::ChunkedDecoder`) on arbitrary bytes.
 //!
 //! Input layout: `ctl`, then the bytes. `ctl` bit 0 picks small limits (so 413/414/431 are
-//! reachable), the rest of `ctl` picks where the input is split in two for the "split reads
+//! reachable, including 431 for too many fields or trailers), the rest of `ctl` picks where the input is split in two for the "split reads
 //! decode the same" checks.
 //!
 //! Checked, beyond "no panic":
@@ -18,14 +18,16 @@
 //!   split); re-parsing the head alone gives the same framing, and so does the head after an
 //!   empty line (RFC 9112 §2.2); the framing agrees with the headers (Content-Length vs
 //!   Transfer-Encoding, Host count, keep-alive rules, body limit); path/query are what the
-//!   target says;
+//!   target says; an HTTP/1.0 head has no Transfer-Encoding and no 100-continue expectation;
 //! - chunked decoding: used <= input, decoded <= used, decoded <= max_body, and it matches a
-//!   simple reference decoder: same outcome whole, split in two, and byte by byte.
+//!   simple reference decoder (the chunk-extension grammar, the 1 KiB size-line bound,
+//!   trailer fields as header fields within what the head left of the head limits): same
+//!   outcome whole, split in two, and byte by byte.
 
 #![no_main]
 
-use http::body::ChunkedDecoder;
-use http::request::{self, BodyKind, HttpError, MAX_HEADERS};
+use http::body::{ChunkedDecoder, TrailerBudget};
+use http::request::{self, BodyKind, HttpError};
 use http::Limits;
 use libfuzzer_sys::fuzz_target;
 
@@ -33,7 +35,13 @@ const REJECT_STATUSES: [u16; 6] = [400, 413, 414, 431, 501, 505];
 
 fn limits(small: bool) -> Limits {
     if small {
-        Limits { max_header_bytes: 200, max_request_line: 64, max_body_bytes: 100, max_output_bytes: 1024 }
+        Limits {
+            max_header_bytes: 200,
+            max_headers: 8,
+            max_request_line: 64,
+            max_body_bytes: 100,
+            max_output_bytes: 1024,
+        }
     } else {
         Limits::default()
     }
@@ -45,7 +53,8 @@ fuzz_target!(|data: &[u8]| {
     let split = if input.is_empty() { 0 } else { (ctl >> 1) as usize * input.len() / 128 };
     check_head(input, &limits);
     // The chunked decoder on the raw bytes, and on what follows a head if there is one.
-    check_chunked(input, split, limits.max_body_bytes);
+    let budget = TrailerBudget { bytes: limits.max_header_bytes / 4, fields: limits.max_headers / 4 };
+    check_chunked(input, split, limits.max_body_bytes, budget);
 });
 
 fn check_rejection(e: &HttpError, buf_len: usize) {
@@ -111,7 +120,7 @@ fn check_head(input: &[u8], limits: &Limits) {
     let head_len = framing.head_len;
     assert!(head_len <= buf.len() && head_len <= limits.max_header_bytes);
     assert!(head_len > 0 && buf[head_len - 1] == b'\n');
-    assert!(req.headers.len() <= MAX_HEADERS);
+    assert!(req.headers.len() <= limits.max_headers);
 
     // Framing against the headers.
     let all = |name: &str| -> Vec<&[u8]> {
@@ -148,6 +157,9 @@ fn check_head(input: &[u8], limits: &Limits) {
         assert_eq!(hosts, 1);
     } else {
         assert_eq!(req.version_minor, 0);
+        // RFC 9112 §6.1, RFC 9110 §10.1.1.
+        assert!(codings.is_empty(), "HTTP/1.0 with Transfer-Encoding accepted");
+        assert!(!framing.expect_continue, "HTTP/1.0 expectation not ignored");
     }
     let tokens: Vec<Vec<u8>> = all("connection")
         .iter()
@@ -201,7 +213,12 @@ fn check_head(input: &[u8], limits: &Limits) {
     }
 
     if framing.body == BodyKind::Chunked {
-        check_chunked(&buf[head_len..], (buf.len() - head_len) / 2, limits.max_body_bytes);
+        // What the server gives the trailers: what the head left of the head limits.
+        let budget = TrailerBudget {
+            bytes: limits.max_header_bytes - head_len,
+            fields: limits.max_headers - req.headers.len(),
+        };
+        check_chunked(&buf[head_len..], (buf.len() - head_len) / 2, limits.max_body_bytes, budget);
     }
 }
 
@@ -238,8 +255,8 @@ enum Outcome {
     Err(u16),
 }
 
-fn decode_pieces(input: &[u8], cuts: &[usize], max_body: usize) -> Outcome {
-    let mut d = ChunkedDecoder::new();
+fn decode_pieces(input: &[u8], cuts: &[usize], max_body: usize, budget: TrailerBudget) -> Outcome {
+    let mut d = ChunkedDecoder::new(budget);
     let mut out = Vec::new();
     let mut used = 0;
     let mut start = 0;
@@ -266,28 +283,38 @@ fn decode_pieces(input: &[u8], cuts: &[usize], max_body: usize) -> Outcome {
     Outcome::More(out)
 }
 
-fn check_chunked(input: &[u8], split: usize, max_body: usize) {
-    let whole = decode_pieces(input, &[], max_body);
-    assert_eq!(whole, reference(input, max_body), "decoder disagrees with the reference");
+fn check_chunked(input: &[u8], split: usize, max_body: usize, budget: TrailerBudget) {
+    let whole = decode_pieces(input, &[], max_body, budget);
+    assert_eq!(whole, reference(input, max_body, budget), "decoder disagrees with the reference");
     let split = split.min(input.len());
-    assert_eq!(decode_pieces(input, &[split], max_body), whole, "split at {split}");
+    assert_eq!(decode_pieces(input, &[split], max_body, budget), whole, "split at {split}");
     if input.len() <= 512 {
         let every: Vec<usize> = (1..input.len()).collect();
-        assert_eq!(decode_pieces(input, &every, max_body), whole, "byte by byte");
+        assert_eq!(decode_pieces(input, &every, max_body, budget), whole, "byte by byte");
     }
     if let Outcome::Err(s) = whole {
         assert!([400, 413, 431].contains(&s));
     }
 }
 
-/// RFC 9112 §7.1 as the module docs restrict it: 1..=15 hex digits, then optional
-/// `[ \t;]` + anything but LF up to CR, CRLF, data, CRLF; last chunk 0, trailer lines (at most
-/// 16 KiB in total), empty line. Written as straight-line code over the whole input.
-fn reference(input: &[u8], max_body: usize) -> Outcome {
+/// RFC 9112 §7.1 as `http::body` documents it, written as a straight-line recursive descent
+/// over the whole input (where the decoder is a byte-at-a-time state machine):
+/// chunk-size = 1..=15 hex digits; chunk-ext = `*( BWS ";" BWS name [ BWS "=" BWS value ] )`
+/// with value = token / quoted-string; the size line at most 1024 bytes before its CRLF;
+/// CRLF after the size line and the data; last chunk 0; trailer field lines
+/// `token ":" value` (value = VCHAR / SP / HTAB / obs-text) within `budget` (bytes of field
+/// lines with their CRLF, fields: 431 past either); the empty line.
+fn reference(input: &[u8], max_body: usize, budget: TrailerBudget) -> Outcome {
     const BAD: Outcome = Outcome::Err(400);
+    const TOO_LARGE: Outcome = Outcome::Err(431);
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let ws = |b: u8| b == b' ' || b == b'\t';
+    // VCHAR, SP, HTAB, obs-text: field values, quoted-pair; qdtext is this minus `"` and `\`.
+    let visible = |b: u8| ws(b) || (0x21..=0x7e).contains(&b) || b >= 0x80;
     let mut i = 0;
     let mut out = Vec::new();
     let mut total: usize = 0;
+    let mut line: usize;
     macro_rules! next {
         () => {{
             if i >= input.len() {
@@ -297,33 +324,90 @@ fn reference(input: &[u8], max_body: usize) -> Outcome {
             input[i - 1]
         }};
     }
+    // A byte of the size line: 1024 of them at most before the CR.
+    macro_rules! line_byte {
+        () => {{
+            let b = next!();
+            if b != b'\r' {
+                line += 1;
+                if line > 1024 {
+                    return BAD;
+                }
+            }
+            b
+        }};
+    }
     loop {
         // Size line.
+        line = 0;
         let mut size: u64 = 0;
         let mut digits = 0;
-        let mut b = next!();
+        let mut b = line_byte!();
         while b.is_ascii_hexdigit() {
             if digits == 15 {
                 return BAD;
             }
             size = size * 16 + (b as char).to_digit(16).unwrap() as u64;
             digits += 1;
-            b = next!();
+            b = line_byte!();
         }
         if digits == 0 {
             return BAD;
         }
-        if matches!(b, b';' | b' ' | b'\t') {
-            loop {
-                b = next!();
-                match b {
-                    b'\r' => break,
-                    b'\n' => return BAD,
-                    _ => {}
-                }
+        // Extensions, each starting at `b`, until the CR.
+        while b != b'\r' {
+            while ws(b) {
+                b = line_byte!();
             }
-        } else if b != b'\r' {
-            return BAD;
+            if b != b';' {
+                return BAD;
+            }
+            b = line_byte!();
+            while ws(b) {
+                b = line_byte!();
+            }
+            if !tchar(b) {
+                return BAD;
+            }
+            while tchar(b) {
+                b = line_byte!();
+            }
+            let mut spaced = false;
+            while ws(b) {
+                spaced = true;
+                b = line_byte!();
+            }
+            if b == b'=' {
+                b = line_byte!();
+                while ws(b) {
+                    b = line_byte!();
+                }
+                if b == b'"' {
+                    loop {
+                        b = line_byte!();
+                        match b {
+                            b'"' => break,
+                            b'\\' => {
+                                if !visible(line_byte!()) {
+                                    return BAD;
+                                }
+                            }
+                            _ if visible(b) => {}
+                            _ => return BAD,
+                        }
+                    }
+                    b = line_byte!();
+                } else if tchar(b) {
+                    while tchar(b) {
+                        b = line_byte!();
+                    }
+                } else {
+                    return BAD;
+                }
+            } else if spaced && b == b'\r' {
+                // Whitespace right before the CRLF.
+                return BAD;
+            }
         }
         if next!() != b'\n' {
             return BAD;
@@ -344,7 +428,18 @@ fn reference(input: &[u8], max_body: usize) -> Outcome {
         }
     }
     // Trailer section.
-    let mut trailer = 0;
+    let mut bytes_left = budget.bytes;
+    let mut fields_left = budget.fields;
+    macro_rules! field_byte {
+        ($b:expr) => {{
+            let b = $b;
+            if bytes_left == 0 {
+                return TOO_LARGE;
+            }
+            bytes_left -= 1;
+            b
+        }};
+    }
     loop {
         let b = next!();
         if b == b'\r' {
@@ -353,21 +448,30 @@ fn reference(input: &[u8], max_body: usize) -> Outcome {
             }
             return Outcome::Done(out, i);
         }
-        let mut b = b;
-        loop {
-            match b {
-                b'\n' => return BAD,
-                b'\r' => break,
-                _ => {
-                    trailer += 1;
-                    if trailer > 16 * 1024 {
-                        return Outcome::Err(431);
-                    }
-                }
-            }
-            b = next!();
+        let mut b = field_byte!(b);
+        if !tchar(b) {
+            return BAD;
         }
-        if next!() != b'\n' {
+        if fields_left == 0 {
+            return TOO_LARGE;
+        }
+        fields_left -= 1;
+        while tchar(b) {
+            b = field_byte!(next!());
+        }
+        if b != b':' {
+            return BAD;
+        }
+        loop {
+            b = field_byte!(next!());
+            if b == b'\r' {
+                break;
+            }
+            if !visible(b) {
+                return BAD;
+            }
+        }
+        if field_byte!(next!()) != b'\n' {
             return BAD;
         }
     }

@@ -3,40 +3,70 @@
 //! Every final response must carry `Date` (RFC 9110 §6.6.1) in IMF-fixdate form, e.g.
 //! `Sun, 06 Nov 1994 08:49:37 GMT`. Formatting a calendar date per request is measurable at
 //! a million requests per second, so the server keeps the last formatted value and rebuilds it
-//! only when the second changes. The current time comes from the reactor's wake-up timestamp,
-//! so checking costs no extra clock read either.
+//! only when the second changes.
+//!
+//! The value follows the wall clock, read at most once per wall-clock second: each read also
+//! says how long until the wall clock's next second (the text cannot change before then), and
+//! until that much loop time has passed, requests get the cached text without a clock read.
+//! Checking costs one comparison with the reactor's wake-up timestamp. Deriving the date from
+//! the loop's monotonic clock plus the wall time at start would be cheaper still, but would
+//! freeze the offset: after the wall clock is stepped (NTP, an operator) Date would stay wrong
+//! until a restart. Here a step shows within a second.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The wall clock: time since the Unix epoch.
+pub type WallClock = fn() -> Duration;
+
+fn system_clock() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
 pub struct DateCache {
-    /// Unix time in ms when the reactor's clock read 0.
-    base_unix_ms: u64,
+    clock: WallClock,
+    /// Loop time (ms) from which the wall clock is read again: its next second, as of the
+    /// last read.
+    next_read_ms: u64,
+    /// The Unix second `text` shows.
     second: u64,
     text: [u8; 29],
 }
 
+impl Default for DateCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl DateCache {
-    /// `loop_elapsed` is the reactor's current elapsed time, used to align the two clocks.
-    pub fn new(loop_elapsed: Duration) -> DateCache {
-        let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let base_unix_ms = unix.saturating_sub(loop_elapsed).as_millis() as u64;
-        let mut d = DateCache { base_unix_ms, second: u64::MAX, text: [b' '; 29] };
-        d.update(0);
-        d
+    /// A cache on the system's wall clock.
+    pub fn new() -> DateCache {
+        DateCache::with_clock(system_clock)
     }
 
-    /// The header value for loop time `now_ms` (the reactor's `now_ms()`).
+    /// A cache on another clock (tests step it).
+    pub fn with_clock(clock: WallClock) -> DateCache {
+        DateCache { clock, next_read_ms: 0, second: u64::MAX, text: [b' '; 29] }
+    }
+
+    /// The header value at loop time `now_ms` (the reactor's `now_ms()`).
     pub fn get(&mut self, now_ms: u64) -> &[u8; 29] {
-        self.update(now_ms);
+        if now_ms >= self.next_read_ms || self.second == u64::MAX {
+            self.read_clock(now_ms);
+        }
         &self.text
     }
 
-    fn update(&mut self, now_ms: u64) {
-        let second = (self.base_unix_ms + now_ms) / 1000;
+    fn read_clock(&mut self, now_ms: u64) {
+        let unix = (self.clock)();
+        let second = unix.as_secs();
         if second != self.second {
             self.second = second;
             self.text = format_imf_fixdate(second);
         }
+        // 1..=1000 ms: the text holds until the wall clock's next second.
+        let to_next_second = 1000 - u64::from(unix.subsec_millis());
+        self.next_read_ms = now_ms.saturating_add(to_next_second);
     }
 }
 
@@ -83,6 +113,59 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// The fake wall clock (ms since the epoch) and how often it was read.
+        static WALL_MS: Cell<u64> = const { Cell::new(0) };
+        static READS: Cell<u32> = const { Cell::new(0) };
+    }
+
+    fn fake_clock() -> Duration {
+        READS.with(|r| r.set(r.get() + 1));
+        Duration::from_millis(WALL_MS.with(Cell::get))
+    }
+
+    fn set_wall(ms: u64) {
+        WALL_MS.with(|w| w.set(ms));
+    }
+
+    fn reads() -> u32 {
+        READS.with(Cell::get)
+    }
+
+    #[test]
+    fn follows_the_wall_clock_reading_it_once_a_second() {
+        set_wall(1_795_000_000_500);
+        let mut d = DateCache::with_clock(fake_clock);
+        assert_eq!(d.get(0), b"Wed, 18 Nov 2026 11:06:40 GMT");
+        assert_eq!(reads(), 1);
+        // Within the wall clock's second: no clock read.
+        for now in [1, 100, 499] {
+            assert_eq!(d.get(now), b"Wed, 18 Nov 2026 11:06:40 GMT");
+        }
+        assert_eq!(reads(), 1);
+        // Its next second, 500 ms of loop time later.
+        set_wall(1_795_000_001_000);
+        assert_eq!(d.get(500), b"Wed, 18 Nov 2026 11:06:41 GMT");
+        assert_eq!(reads(), 2);
+        // The wall clock is stepped an hour ahead (then back): Date follows within a second
+        // of loop time, without a restart.
+        set_wall(1_795_003_601_100);
+        assert_eq!(d.get(600), b"Wed, 18 Nov 2026 11:06:41 GMT");
+        assert_eq!(d.get(1500), b"Wed, 18 Nov 2026 12:06:41 GMT");
+        set_wall(1_795_000_002_000);
+        assert_eq!(d.get(2400), b"Wed, 18 Nov 2026 11:06:42 GMT");
+        // Ten seconds of requests every millisecond, the clock in step with the loop: one read
+        // per second.
+        let before = reads();
+        for now in 2401..12_401u64 {
+            set_wall(1_795_000_002_000 + now - 2400);
+            d.get(now);
+        }
+        assert_eq!(reads() - before, 10);
+        assert_eq!(d.get(12_400), b"Wed, 18 Nov 2026 11:06:52 GMT");
+    }
 
     #[test]
     fn known_dates() {

@@ -7,10 +7,10 @@
 //! | module | what it does |
 //! |---|---|
 //! | [`request`] | head parsing (httparse) and our framing / anti-smuggling rules |
-//! | [`body`] | incremental chunked decoding |
+//! | [`body`] | incremental chunked decoding, strict chunk-extension and trailer grammar |
 //! | [`response`] | [`Response`] and its serialisation (Date, Content-Length, Connection) |
 //! | [`buffers`] | pooled buffers, so idle connections hold none; batched output |
-//! | [`date`] | the Date header, formatted once per second |
+//! | [`date`] | the Date header, formatted once per second, following the wall clock |
 //!
 //! What the old Python server got wrong and how this one avoids it:
 //! - a client hanging up mid-request spun the loop: peer close (FIN, RST, HUP) is detected in
@@ -38,8 +38,12 @@ pub use server::{log, Closed, ConnId, Ctx, Responder, Server, ServerStats, Servi
 /// Size limits. Each has a clear answer when exceeded (see [`request`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Longest request head (request line + headers): 431 beyond.
+    /// Longest request head (request line + headers): 431 beyond. A chunked body's trailer
+    /// fields count toward it too.
     pub max_header_bytes: usize,
+    /// Most header fields in a request, trailer fields included: 431 beyond. Up to
+    /// [`request::INLINE_HEADERS`] (the default) costs no allocation.
+    pub max_headers: usize,
     /// Longest request line: 414 beyond.
     pub max_request_line: usize,
     /// Largest request body: 413 beyond (then close, without reading it).
@@ -53,6 +57,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_header_bytes: 16 * 1024,
+            max_headers: request::INLINE_HEADERS,
             max_request_line: 8 * 1024,
             max_body_bytes: 1024 * 1024,
             max_output_bytes: 1024 * 1024,

@@ -24,10 +24,10 @@ use reactor::net::{ListenOptions, Listener, Stream};
 use reactor::{Event, Handler, Interest, LoopStats, Reactor, Remote, TimerId, Token};
 use slab::Slab;
 
-use crate::body::ChunkedDecoder;
+use crate::body::{ChunkedDecoder, TrailerBudget};
 use crate::buffers::{BufferPool, Output};
 use crate::date::DateCache;
-use crate::request::{self, BodyKind, Framing, HttpError, Request};
+use crate::request::{self, BodyKind, Framing, HttpError, KeptHead, Request};
 use crate::response::{self, Body, HeadContext, Response};
 use crate::{Config, Limits};
 
@@ -95,6 +95,9 @@ pub struct ServerStats {
     /// Connections ended by the client: FIN, RST, HUP, EPIPE.
     pub closed_by_peer_total: u64,
     pub requests_total: u64,
+    /// Request heads run through the parser (a head is parsed once, however many reads its
+    /// body takes; an `HTTP/1.2`..`1.9` head twice, the second time as 1.1).
+    pub heads_parsed_total: u64,
     responses: Vec<u64>,
 }
 
@@ -105,6 +108,7 @@ impl ServerStats {
             accepted_total: 0,
             closed_by_peer_total: 0,
             requests_total: 0,
+            heads_parsed_total: 0,
             responses: vec![0; 600],
         }
     }
@@ -125,12 +129,20 @@ struct Current {
     note: u64,
 }
 
-/// A request whose head is parsed but whose body is still arriving.
+/// A request whose head is parsed but whose body is still arriving. Its head stays at the
+/// start of the read buffer, and is not parsed again: `head` says where its parts are.
 struct PendingBody {
-    chunked: Option<ChunkedDecoder>,
-    /// Decoded chunked body so far.
-    decoded: Vec<u8>,
-    sent_continue: bool,
+    head: KeptHead,
+    body: BodyProgress,
+}
+
+/// How far a pending body has come.
+enum BodyProgress {
+    /// `Content-Length` bytes: complete once the buffer holds them after the head.
+    Length(usize),
+    /// Chunked: the raw bytes decoded so far are removed from the buffer, so decoding always
+    /// resumes right after the head.
+    Chunked { decoder: ChunkedDecoder, decoded: Vec<u8> },
 }
 
 /// What the connection is waiting for, which decides its timeout.
@@ -323,7 +335,7 @@ impl<S: Service> Server<S> {
         let core = Core {
             local_addr: listener.local_addr(),
             pool: BufferPool::new(config.read_buffer, 1024),
-            date: DateCache::new(reactor.elapsed()),
+            date: DateCache::new(),
             listener: Some(listener),
             listener_token: Some(token),
             accept_paused: false,
@@ -558,8 +570,12 @@ impl<S: Service> Server<S> {
         buf: &mut Vec<u8>,
         at: usize,
     ) -> Option<usize> {
+        if let Some(pending) = self.core.conns[key].pending.take() {
+            return self.continue_body(r, key, buf, at, pending);
+        }
         let limits = self.core.config.limits;
         let mut headers = request::header_storage();
+        self.core.stats.heads_parsed_total += 1;
         let (mut req, framing) = match request::parse(&buf[at..], &mut headers, &limits) {
             Ok(Some(parsed)) => parsed,
             Ok(None) => return None,
@@ -568,43 +584,92 @@ impl<S: Service> Server<S> {
                 request::downgrade_minor_version(&mut buf[at..]);
                 return self.next_request(r, key, buf, at);
             }
-            Err(e) => return self.core.reject(r, key, e),
+            Err(e) => {
+                let is_head = request::names_head_method(&buf[at..]);
+                return self.core.reject(r, key, e, is_head);
+            }
         };
         let head_len = framing.head_len;
-        let mut pending = self.core.conns[key].pending.take();
         let body_end = match framing.body {
             BodyKind::None => head_len,
             BodyKind::Length(n) => {
                 if buf.len() - at < head_len + n {
-                    self.core.await_body(key, framing, pending);
+                    let head = KeptHead::new(&buf[at..], &req, framing);
+                    self.core.await_body(key, PendingBody { head, body: BodyProgress::Length(n) });
                     return None;
                 }
                 req.body = &buf[at + head_len..at + head_len + n];
                 head_len + n
             }
             BodyKind::Chunked => {
-                let p = pending.get_or_insert_with(|| PendingBody {
-                    chunked: Some(ChunkedDecoder::new()),
-                    decoded: Vec::new(),
-                    sent_continue: false,
-                });
-                let decoder = p.chunked.get_or_insert_with(ChunkedDecoder::new);
-                // The raw bytes decoded so far were removed from the buffer (see below), so
-                // decoding always resumes right after the head.
-                let used = match decoder.decode(&buf[at + head_len..], &mut p.decoded, limits.max_body_bytes)
-                {
+                // Trailer fields are header fields arriving late: they get what the head left.
+                let budget = TrailerBudget {
+                    bytes: limits.max_header_bytes.saturating_sub(head_len),
+                    fields: limits.max_headers.saturating_sub(req.headers.len()),
+                };
+                let mut decoder = ChunkedDecoder::new(budget);
+                let mut decoded = Vec::new();
+                let used = match decoder.decode(&buf[at + head_len..], &mut decoded, limits.max_body_bytes) {
                     Ok(used) => used,
-                    Err(e) => return self.core.reject(r, key, e),
+                    Err(e) => return self.core.reject(r, key, e, framing.is_head),
+                };
+                if !decoder.is_done() {
+                    let head = KeptHead::new(&buf[at..], &req, framing);
+                    buf.drain(at + head_len..at + head_len + used);
+                    let body = BodyProgress::Chunked { decoder, decoded };
+                    self.core.await_body(key, PendingBody { head, body });
+                    return None;
+                }
+                let body_end = head_len + used;
+                self.dispatch(r, key, &Request { body: &decoded, ..req }, framing);
+                return Some(body_end);
+            }
+        };
+        self.dispatch(r, key, &req, framing);
+        Some(body_end)
+    }
+
+    /// More input for a request whose head was parsed earlier (`pending`): if its body is
+    /// now complete, rebuild the request from the kept positions and dispatch it.
+    fn continue_body(
+        &mut self,
+        r: &mut Reactor<S::Msg>,
+        key: usize,
+        buf: &mut Vec<u8>,
+        at: usize,
+        mut pending: PendingBody,
+    ) -> Option<usize> {
+        let framing = pending.head.framing;
+        let head_len = framing.head_len;
+        let max_body = self.core.config.limits.max_body_bytes;
+        let body_end = match &mut pending.body {
+            BodyProgress::Length(n) => {
+                if buf.len() - at < head_len + *n {
+                    self.core.conns[key].pending = Some(pending);
+                    return None;
+                }
+                head_len + *n
+            }
+            BodyProgress::Chunked { decoder, decoded } => {
+                let used = match decoder.decode(&buf[at + head_len..], decoded, max_body) {
+                    Ok(used) => used,
+                    Err(e) => return self.core.reject(r, key, e, framing.is_head),
                 };
                 if !decoder.is_done() {
                     buf.drain(at + head_len..at + head_len + used);
-                    self.core.await_body(key, framing, pending);
+                    self.core.conns[key].pending = Some(pending);
                     return None;
                 }
-                req.body = &p.decoded;
                 head_len + used
             }
         };
+        let raw = &buf[at..];
+        let headers = pending.head.headers(raw);
+        let body = match &pending.body {
+            BodyProgress::Length(_) => &raw[head_len..body_end],
+            BodyProgress::Chunked { decoded, .. } => decoded.as_slice(),
+        };
+        let req = pending.head.request(raw, &headers, body);
         self.dispatch(r, key, &req, framing);
         Some(body_end)
     }
@@ -850,13 +915,15 @@ impl<S: Service> Server<S> {
         match conn.wait {
             Wait::Head if request_line_seen => {
                 let e = HttpError::new(408, "request timeout", true);
-                self.core.reject(r, key, e);
+                let is_head = request::names_head_method(&conn.rbuf);
+                self.core.reject(r, key, e, is_head);
                 conn_forget_input(&mut self.core.conns[key]);
                 self.after_io(r, key);
             }
             Wait::Body => {
                 let e = HttpError::new(408, "request body timeout", true);
-                self.core.reject(r, key, e);
+                let is_head = conn.pending.as_ref().is_some_and(|p| p.head.framing.is_head);
+                self.core.reject(r, key, e, is_head);
                 conn_forget_input(&mut self.core.conns[key]);
                 self.after_io(r, key);
             }
@@ -932,12 +999,12 @@ impl Core {
     }
 
     /// Answers a request the server itself rejects. Returns `None` (stop parsing) when the
-    /// connection must close after the answer, else the bytes to skip.
-    fn reject<M>(&mut self, r: &mut Reactor<M>, key: usize, e: HttpError) -> Option<usize> {
+    /// connection must close after the answer, else the bytes to skip. `is_head`: the
+    /// request is a HEAD, so the answer is a head without its body (as any answer to HEAD).
+    fn reject<M>(&mut self, r: &mut Reactor<M>, key: usize, e: HttpError, is_head: bool) -> Option<usize> {
         let conn = &mut self.conns[key];
         conn.seq = conn.seq.wrapping_add(1);
-        conn.current =
-            Some(Current { seq: conn.seq, keep_alive: !e.close, is_head: false, http10: false, note: 0 });
+        conn.current = Some(Current { seq: conn.seq, keep_alive: !e.close, is_head, http10: false, note: 0 });
         conn.pending = None;
         self.write_response(key, Response::text(e.status, e.message), r.now_ms());
         if e.close {
@@ -949,17 +1016,15 @@ impl Core {
         }
     }
 
-    /// Parks a request whose body is still arriving (answering `Expect: 100-continue`).
-    fn await_body(&mut self, key: usize, framing: Framing, pending: Option<PendingBody>) {
+    /// Parks a request whose body is still arriving, the first time its head is parsed
+    /// (answering `Expect: 100-continue`: this happens once per request).
+    fn await_body(&mut self, key: usize, pending: PendingBody) {
         let conn = &mut self.conns[key];
-        let mut p =
-            pending.unwrap_or(PendingBody { chunked: None, decoded: Vec::new(), sent_continue: false });
-        if framing.expect_continue && !p.sent_continue {
+        if pending.head.framing.expect_continue {
             // The client waits for this before sending the body (RFC 9110 §10.1.1).
-            p.sent_continue = true;
             conn.out.push_copy(&mut self.pool, b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        conn.pending = Some(p);
+        conn.pending = Some(pending);
     }
 
     /// When the connection's current wait times out (ms of loop time), if it can.

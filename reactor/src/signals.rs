@@ -20,12 +20,17 @@ use crate::sys::{self, Fd};
 /// Write end of the pipe, read by the handler. -1 when no reactor watches signals.
 static PIPE_WRITE_FD: AtomicI32 = AtomicI32::new(-1);
 
+/// The handler. It saves and restores `errno`: it interrupts the thread anywhere, possibly
+/// between a failed syscall and the read of its `errno`, and its own `write` fails (EAGAIN)
+/// when the pipe is full. Without the restore, that code would see our error, not its own.
 extern "C" fn on_signal(signo: libc::c_int) {
+    let saved = sys::errno();
     let fd = PIPE_WRITE_FD.load(Ordering::Relaxed);
     if fd >= 0 {
         // If the pipe is full, signals are already waiting to be read: dropping one is fine.
         sys::write_byte_from_signal_handler(fd, signo as u8);
     }
+    sys::set_errno(saved);
 }
 
 pub(crate) struct SignalPipe {
@@ -67,5 +72,27 @@ impl Drop for SignalPipe {
             let _ = sys::default_signal(s);
         }
         let _ = PIPE_WRITE_FD.compare_exchange(self.write.raw(), -1, Ordering::SeqCst, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The handler's `write` fails here (a full pipe: EAGAIN), as it can when signals come
+    /// faster than the loop reads them; the interrupted code must still see its own errno.
+    #[test]
+    fn the_handler_keeps_errno() {
+        let (read, write) = sys::pipe().unwrap();
+        while sys::write(write.raw(), &[0u8; 4096]).is_ok() {}
+        assert_eq!(sys::errno(), libc::EAGAIN, "the pipe is full");
+        // This test binary's only user of the handler's pipe: no reactor here.
+        assert!(PIPE_WRITE_FD.compare_exchange(-1, write.raw(), Ordering::SeqCst, Ordering::SeqCst).is_ok());
+        sys::set_errno(libc::EINTR);
+        on_signal(libc::SIGUSR1);
+        let after = sys::errno();
+        PIPE_WRITE_FD.store(-1, Ordering::SeqCst);
+        drop((read, write));
+        assert_eq!(after, libc::EINTR, "the handler left its own errno");
     }
 }

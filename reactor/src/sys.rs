@@ -208,6 +208,19 @@ pub fn default_signal(signo: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
+/// This thread's `errno`. Async-signal-safe (a signal handler saves it with this).
+pub fn errno() -> libc::c_int {
+    // SAFETY: __errno_location returns a valid pointer to the calling thread's errno, for
+    // as long as the thread lives.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets this thread's `errno` (a signal handler restores it with this).
+pub fn set_errno(value: libc::c_int) {
+    // SAFETY: as in `errno`: a valid pointer to the calling thread's own errno.
+    unsafe { *libc::__errno_location() = value }
+}
+
 /// Raw `write(2)` usable from a signal handler (async-signal-safe: no allocation, no locks).
 pub fn write_byte_from_signal_handler(fd: RawFd, byte: u8) {
     // SAFETY: writes one byte from a stack variable; write(2) is async-signal-safe.

@@ -52,6 +52,8 @@ pub struct Snapshot {
     pub accepted_total: u64,
     pub closed_by_peer_total: u64,
     pub requests_total: u64,
+    /// Request heads run through the parser.
+    pub heads_parsed_total: u64,
     pub responses: Vec<(u16, u64)>,
     /// Sources registered with the reactor (listener, eventfd, connections).
     pub sources: usize,
@@ -122,6 +124,7 @@ impl TestService {
             accepted_total: stats.accepted_total,
             closed_by_peer_total: stats.closed_by_peer_total,
             requests_total: stats.requests_total,
+            heads_parsed_total: stats.heads_parsed_total,
             responses: stats.responses().collect(),
             sources: loop_stats.sources,
             timers: loop_stats.timers_pending,
@@ -673,6 +676,24 @@ impl Client {
         reactor::sys::set_linger_zero(self.stream.as_raw_fd()).unwrap();
         drop(self);
     }
+}
+
+/// Sends `raw` on a fresh connection, expects one answer with `status`; then either the
+/// connection closes (within 3 s), or (`closes == false`) it still answers a request. Finally
+/// a new connection is served.
+pub fn rejected(addr: SocketAddr, raw: impl AsRef<[u8]>, status: u16, closes: bool) {
+    let mut c = Client::connect(addr);
+    c.send(raw);
+    let r = c.read_response();
+    assert_eq!(r.status, status, "wrong status; head:\n{}", r.head_masked);
+    if closes {
+        assert!(r.says_close(), "a closing rejection says Connection: close:\n{}", r.head_masked);
+        c.expect_closed(Duration::from_secs(3));
+    } else {
+        assert!(!r.says_close(), "{status} should keep the connection:\n{}", r.head_masked);
+        assert_eq!(c.get("/plaintext").status, 200, "connection unusable after {status}");
+    }
+    assert_serves(addr);
 }
 
 /// Asserts a fresh connection gets `/plaintext` answered.
