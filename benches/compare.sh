@@ -6,6 +6,7 @@
 #   QUICK=1 benches/compare.sh         # 1 round, shorter runs (a smoke test of the script)
 #   SKIP="nginx tornado" benches/compare.sh
 #   PARTS=longpoll benches/compare.sh  # only the long-poll and fan-out part (PARTS=plaintext: the other)
+#   FAN_ROUNDS=7 PARTS=longpoll benches/compare.sh   # more fan-out rounds (default 5; QUICK=1: 1)
 #
 # The server runs pinned to core 0, the load generator (tidings-load, on our own reactor) to
 # core 1. The headline is the server's CPU time per request (utime+stime from /proc/PID/stat
@@ -19,7 +20,8 @@ WORK=${WORK:-$ROOT/target/compare}
 mkdir -p "$WORK"
 ROUNDS=${ROUNDS:-3}
 DUR=${DUR:-4}
-if [ -n "${QUICK:-}" ]; then ROUNDS=1; DUR=2; fi
+FAN_ROUNDS=${FAN_ROUNDS:-5}
+if [ -n "${QUICK:-}" ]; then ROUNDS=1; DUR=2; FAN_ROUNDS=1; fi
 SKIP=${SKIP:-}
 PARTS=${PARTS:-plaintext longpoll}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
@@ -38,8 +40,9 @@ cargo build --release -q -p tidings -p tidings-load
 TIDINGS=$ROOT/target/release/tidings
 LOAD=$ROOT/target/release/tidings-load
 
-say "building the C floor…"
+say "building the C floors…"
 cc -O2 -o "$WORK/floor" benches/peers/c-floor/floor.c
+cc -O2 -o "$WORK/fanout_floor" benches/peers/c-floor/fanout_floor.c
 
 HYPER=""
 if ! skip hyper; then
@@ -109,7 +112,8 @@ declare -A PORT=([floor]=18301 [tidings]=18302 [hyper]=18303 [nginx]=18304)
 field() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" <<<"$2"; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
-med() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
+# median of the numbers in a space-separated list ("-" if none: a run that failed has none)
+med() { tr ' ' '\n' <<<"$1" | { grep -E '^[0-9.]+$' || true; } | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a=="-"||b=="-"||b==0) print "-"; else printf "%.2fx", a/b }'; }
 
 if part plaintext; then
@@ -167,26 +171,45 @@ lp_run() { # label pid port n
   done
   say "longpoll $1 n=$4: $line"
 }
+# Fan-out: 10,000 subscribers on one channel, one publish, then a burst of 50. FV[label|field]
+# collects the figures of every round (space-separated) for medians.
+declare -A FV
+FAN_LABELS=()
 fan_run() { # label pid port burst
-  local line
+  local line cpu n per
   line=$(taskset -c "$LOAD_CPU" "$LOAD" fanout --addr "127.0.0.1:$3" -n 10000 --burst "$4" --pid "$2" 2>>"$LOG" | grep '^RESULT' || true)
   echo "fanout $1 $line" >>"$LOG"
-  local ok
-  ok=$(field burst_ok "$line")
-  FAN+=("| $1 | $(field fanout_ms "$line") | $(field fanout_p50_ms "$line") | ${ok:-not run} |")
-  FANMS[$1]=$(field fanout_ms "$line")
+  [[ " ${FAN_LABELS[*]:-} " == *" $1 "* ]] || FAN_LABELS+=("$1")
+  for f in fanout_ms fanout_p50_ms burst_ms burst_ok fanout_server_cpu_ms delivered burst_server_cpu_us_per_delivery; do
+    FV[$1|$f]+="$(field "$f" "$line") "
+  done
+  # Server CPU per delivered answer of the one publish (its CPU comes in 10 ms ticks).
+  cpu=$(field fanout_server_cpu_ms "$line"); n=$(field delivered "$line")
+  per=$(awk -v c="$cpu" -v n="$n" 'BEGIN { if (c !~ /^[0-9.]+$/ || n+0 == 0) print "-"; else printf "%.3f", c*1000/n }')
+  FV[$1|fanout_cpu_us_per_delivery]+="$per "
   say "fanout $1: $line"
 }
-declare -A FANMS
-FAN=()
+# `true` if every round's burst passed its checks, else how many did; "not run" without a burst.
+burst_verdict() {
+  local all=$1 ok=0 k=0 v
+  for v in $all; do k=$((k + 1)); [ "$v" = true ] && ok=$((ok + 1)); done
+  if [ "$k" = 0 ]; then echo "not run"; elif [ "$ok" = "$k" ]; then echo true; else echo "false ($ok of $k rounds passed)"; fi
+}
 for n in 1000 5000 10000; do
   start tidings 18310 "$TIDINGS" --listen 127.0.0.1:18310 --poll-timeout 300
   lp_run tidings "$PID_tidings" 18310 "$n"
   kill "$PID_tidings"; wait "$PID_tidings" 2>/dev/null || true
 done
-start tidings 18312 "$TIDINGS" --listen 127.0.0.1:18312 --poll-timeout 300
-fan_run tidings "$PID_tidings" 18312 50
-kill "$PID_tidings"; wait "$PID_tidings" 2>/dev/null || true
+# tidings against the C fan-out floor, A B A B, a fresh process for every run.
+for round in $(seq "$FAN_ROUNDS"); do
+  start fanout_floor 18314 "$WORK/fanout_floor" 127.0.0.1 18314
+  fan_run floor "$PID_fanout_floor" 18314 50
+  kill "$PID_fanout_floor"; wait "$PID_fanout_floor" 2>/dev/null || true
+  start tidings 18312 "$TIDINGS" --listen 127.0.0.1:18312 --poll-timeout 300
+  fan_run tidings "$PID_tidings" 18312 50
+  kill "$PID_tidings"; wait "$PID_tidings" 2>/dev/null || true
+  say "fanout round $round of $FAN_ROUNDS done"
+done
 PEERS=()
 if [ -n "$PY" ]; then
   for app in longpoll_futures longpoll_seed; do
@@ -231,15 +254,43 @@ done
 echo
 echo "Ratios: tidings' figure over the best Tornado app's at 5,000 held polls (per-poll figures)."
 echo
-echo "## Fan-out (10,000 subscribers on one channel)"
+echo "## Fan-out (10,000 subscribers on one channel; floor and tidings: median of $FAN_ROUNDS rounds)"
 echo
 echo "| server | one publish to the last subscriber (ms) | median subscriber (ms) | burst of 50, every subscriber got all in order |"
 echo "|---|---:|---:|---|"
-printf '%s\n' "${FAN[@]}"
-if [ -n "${FANMS[tornado futures]:-}" ]; then
+for s in "${FAN_LABELS[@]}"; do
+  echo "| $s | $(med "${FV[$s|fanout_ms]}") | $(med "${FV[$s|fanout_p50_ms]}") | $(burst_verdict "${FV[$s|burst_ok]}") |"
+done
+FAN_TIDINGS=$(med "${FV[tidings|fanout_ms]}")
+if [ -n "${FV[tornado futures|fanout_ms]:-}" ]; then
   echo
-  echo "tidings / tornado futures, fan-out time: $(ratio "${FANMS[tidings]:--}" "${FANMS[tornado futures]}")"
+  echo "tidings / tornado futures, fan-out time: $(ratio "$FAN_TIDINGS" "$(med "${FV[tornado futures|fanout_ms]}")")"
 fi
+echo
+echo "### Fan-out against the C fan-out floor (same run, A B A B, median of $FAN_ROUNDS rounds)"
+echo
+echo "| metric | floor | tidings | tidings / floor | per-round ratios |"
+echo "|---|---:|---:|---:|---|"
+for m in "fanout_cpu_us_per_delivery|server CPU per delivery, one publish (us)" \
+         "fanout_ms|one publish to the last subscriber (ms)" \
+         "burst_server_cpu_us_per_delivery|server CPU per delivered message, burst of 50 (us)" \
+         "burst_ms|burst of 50 to the last subscriber (ms)"; do
+  f=${m%%|*}
+  read -ra fl <<<"${FV[floor|$f]:-}"; read -ra ti <<<"${FV[tidings|$f]:-}"
+  per=""
+  for i in "${!fl[@]}"; do per+="${per:+, }$(ratio "${ti[$i]:--}" "${fl[$i]}" | tr -d x)"; done
+  a=$(med "${FV[floor|$f]:-}"); b=$(med "${FV[tidings|$f]:-}")
+  echo "| ${m#*|} | $a | $b | $(ratio "$b" "$a") | $per |"
+done
+# The one publish's CPU in 10 ms ticks is coarse (one tick = 1 us per delivery at 10k):
+# the ratio of the sums over all rounds is the finer figure.
+sum() { tr ' ' '\n' <<<"$1" | awk '/^[0-9.]+$/ {s += $1} END {print s + 0}'; }
+fc=$(sum "${FV[floor|fanout_server_cpu_ms]:-}"); fd=$(sum "${FV[floor|delivered]:-}")
+tc=$(sum "${FV[tidings|fanout_server_cpu_ms]:-}"); td=$(sum "${FV[tidings|delivered]:-}")
+echo
+awk -v fc="$fc" -v fd="$fd" -v tc="$tc" -v td="$td" 'BEGIN {
+  if (fd == 0 || td == 0 || fc == 0) { print "Pooled over the rounds: not measured."; exit }
+  printf "Pooled over the rounds (server CPU of every one-publish fan-out / its deliveries): floor %.3f us, tidings %.3f us per delivery: %.2fx\n", fc*1000/fd, tc*1000/td, (tc/td)/(fc/fd) }'
 echo
 echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $(date -u +%Y-%m-%d)."
 } | tee "$WORK/table-longpoll.md"

@@ -3,7 +3,9 @@
 //!
 //! Phases, each with a deadline:
 //! 1. **Setup**: `/stats` (the waiting polls before we start) and `GET /sub/NAME?timeout=0`,
-//!    whose 304 carries the channel's current seq S in its ETag.
+//!    whose 304 carries the channel's current seq S in its ETag (`"EPOCH:S"` from tidings,
+//!    `"S"` from the Tornado peers; the subscribers then poll with `since=S` alone, which the
+//!    hub accepts with its rules of before epochs).
 //! 2. **Open**: N connections hold `GET /sub/NAME?since=S&timeout=300` (paced like longpoll);
 //!    `/stats` is polled until all N wait.
 //! 3. **Fan-out**: one publish (data `m{S+1}`). Each subscriber's delay runs from the POST
@@ -344,14 +346,14 @@ impl Fan {
 
     fn on_pub_ack(&mut self, pool: &mut Pool<FanConn>, r: &mut Reactor<()>, resp: &Response<'_>) {
         if self.phase == Phase::Setup {
-            // The answer to GET /sub/NAME?timeout=0: 304 with the current seq as ETag.
+            // The answer to GET /sub/NAME?timeout=0: 304 with the current seq in its ETag.
             let seq = match resp.status {
                 304 => resp.etag.and_then(etag_u64),
                 _ => None,
             };
             let Some(seq) = seq else {
                 let msg = format!(
-                    "GET /sub/{}?timeout=0 answered {} without a numeric ETag: is this a tidings server?",
+                    "GET /sub/{}?timeout=0 answered {} without an ETag \"S\" or \"EPOCH:S\": is this a tidings server?",
                     self.o.channel, resp.status
                 );
                 return self.fatal(r, msg);

@@ -137,11 +137,22 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// The number inside an ETag like `"17"` (or `W/"17"`).
+/// The seq inside an ETag: `"17"` (the Tornado peers; also `W/"17"`) or tidings' `"EPOCH:17"`
+/// (the channel's epoch, 8 hex digits, a colon, the seq): the decimal number after the colon.
 pub fn etag_u64(v: &[u8]) -> Option<u64> {
     let v = trim(v);
     let v = v.strip_prefix(b"W/").unwrap_or(v);
     let v = v.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    let v = match v.iter().position(|&b| b == b':') {
+        Some(colon) => {
+            let epoch = &v[..colon];
+            if epoch.len() != 8 || !epoch.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            &v[colon + 1..]
+        }
+        None => v,
+    };
     if v.is_empty() || !v.iter().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -197,6 +208,31 @@ mod tests {
     }
 
     #[test]
+    fn etags_with_and_without_an_epoch() {
+        assert_eq!(etag_u64(b"\"17\""), Some(17));
+        assert_eq!(etag_u64(b" W/\"17\" "), Some(17));
+        assert_eq!(etag_u64(b"\"0a1b2c3d:17\""), Some(17));
+        assert_eq!(etag_u64(b"\"00000000:0\""), Some(0));
+        assert_eq!(etag_u64(b"W/\"DEADBEEF:18446744073709551615\""), Some(u64::MAX));
+        let buf = b"HTTP/1.1 304 Not Modified\r\nETag: \"9f86d081:41\"\r\n\r\n";
+        let r = parse_response(buf).unwrap().unwrap();
+        assert_eq!(r.etag.and_then(etag_u64), Some(41));
+        for bad in [
+            &b"17"[..],
+            b"\"\"",
+            b"\"0a1b2c3d:\"",
+            b"\":17\"",
+            b"\"0a1b2c3:17\"",
+            b"\"0a1b2c3g:17\"",
+            b"\"0a1b2c3d:1:7\"",
+            b"\"0a1b2c3d:-1\"",
+            b"\"18446744073709551616\"",
+        ] {
+            assert_eq!(etag_u64(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
     fn http10_closes_unless_keep_alive() {
         let r = parse_response(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap().unwrap();
         assert!(r.close);
@@ -229,7 +265,7 @@ mod tests {
         assert_eq!(json_u64(stats, "waiting_polls"), Some(10000));
         assert_eq!(json_u64(stats, "connections"), Some(3));
         assert_eq!(json_u64(stats, "nope"), None);
-        let sub = br#"{"channel":"fan","messages":[{"seq":7,"data":"m7"},{"seq":8,"data":"m8"}],"next":8,"missed":0}"#;
+        let sub = br#"{"channel":"fan","epoch":"0a1b2c3d","messages":[{"seq":7,"data":"m7"},{"seq":8,"data":"m8"}],"next":8,"missed":0}"#;
         assert_eq!(messages(sub).unwrap(), vec![(7, &b"m7"[..]), (8, &b"m8"[..])]);
         assert_eq!(json_u64(sub, "next"), Some(8));
         assert_eq!(json_u64(sub, "missed"), Some(0));
