@@ -164,11 +164,14 @@ pub struct Cursor {
     pub epoch: Option<u32>,
 }
 
-/// An answer with messages (or an empty reset), ready to send.
+/// An answer with messages (or an empty reset), ready to send: built once per distinct cursor
+/// and shared (two reference counts) by every subscriber it goes to.
 #[derive(Debug, Clone)]
 pub struct Answer {
     /// The JSON body.
     pub body: Rc<[u8]>,
+    /// Its header lines: `ETag: "EPOCH:next"` and `Cache-Control: no-cache`.
+    pub headers: Rc<str>,
     /// The cursor the client continues from (its ETag is `"EPOCH:next"`).
     pub next: u64,
     pub epoch: u32,
@@ -246,6 +249,11 @@ pub fn valid_channel_name(name: &str) -> bool {
 /// An epoch as it travels: 8 lowercase hex digits.
 pub fn format_epoch(epoch: u32) -> String {
     format!("{epoch:08x}")
+}
+
+/// The ETag of a cursor: `"EPOCH:SEQ"`.
+pub fn etag(epoch: u32, seq: u64) -> String {
+    format!("\"{}:{seq}\"", format_epoch(epoch))
 }
 
 /// Parses an epoch (exactly 8 hex digits, either case).
@@ -576,7 +584,8 @@ impl Hub {
             out.extend_from_slice(b",\"reset\":true");
         }
         out.push(b'}');
-        Answer { body: out.into(), next, epoch: c.epoch, count }
+        let headers = format!("ETag: {}\r\nCache-Control: no-cache\r\n", etag(c.epoch, next));
+        Answer { body: out.into(), headers: headers.into(), next, epoch: c.epoch, count }
     }
 
     /// Parks a subscriber on channel `chan` (from [`Poll::Hold`]) and returns its key.

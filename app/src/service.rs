@@ -585,18 +585,12 @@ fn cursor(req: &Request<'_>) -> Result<Option<Cursor>, &'static str> {
     Ok(Some(Cursor { since, epoch }))
 }
 
-/// The ETag of a cursor: `"EPOCH:SEQ"`.
-fn etag(epoch: u32, seq: u64) -> String {
-    format!("\"{}:{seq}\"", hub::format_epoch(epoch))
-}
-
-/// A 200 with messages (or an empty reset). The body is shared, not copied, when the same
-/// answer goes to many subscribers.
+/// A 200 with messages (or an empty reset). The body and the header lines are shared, not
+/// copied, when the same answer goes to many subscribers.
 fn messages(a: &Answer) -> Response {
     Response::new(200)
         .content_type("application/json")
-        .header("ETag", etag(a.epoch, a.next))
-        .header("Cache-Control", "no-cache")
+        .shared_headers(a.headers.clone())
         .body(Body::Shared(a.body.clone()))
 }
 
@@ -613,7 +607,7 @@ fn bad_request(what: &'static str) -> Response {
 }
 
 fn not_modified(epoch: u32, cursor: u64) -> Response {
-    Response::new(304).header("ETag", etag(epoch, cursor)).header("Cache-Control", "no-cache")
+    Response::new(304).header("ETag", hub::etag(epoch, cursor)).header("Cache-Control", "no-cache")
 }
 
 fn shutting_down() -> Response {

@@ -4,9 +4,12 @@
 //! server adds what every answer must carry (`Date`, `Server`, `Content-Length`,
 //! `Connection` when it matters) while serialising straight into the connection's output
 //! buffer: no intermediate string per response, no per-header allocation. Extra headers are
-//! kept as preformatted lines in one `String` that is only allocated if a header is added.
+//! kept as preformatted lines in one `String` that is only allocated if a header is added, and
+//! lines shared by many responses (one answer fanned out to many subscribers: the same ETag,
+//! the same Cache-Control) can be given once, as [`Response::shared_headers`].
 
 use std::fmt::Write as _;
+use std::rc::Rc;
 
 /// A response body.
 #[derive(Debug, Clone, Default)]
@@ -20,7 +23,7 @@ pub enum Body {
     Bytes(Vec<u8>),
     /// Shared with other responses (one answer sent to many subscribers): built once, and
     /// queued by reference in each connection's output (copied only when small).
-    Shared(std::rc::Rc<[u8]>),
+    Shared(Rc<[u8]>),
 }
 
 impl Body {
@@ -41,6 +44,8 @@ pub struct Response {
     pub content_type: Option<&'static str>,
     /// Extra header lines, each `Name: value\r\n`.
     extra: String,
+    /// More header lines, shared with other responses (written after `extra`).
+    shared: Option<Rc<str>>,
     pub body: Body,
     /// Close the connection after this response.
     pub close: bool,
@@ -48,7 +53,14 @@ pub struct Response {
 
 impl Response {
     pub fn new(status: u16) -> Response {
-        Response { status, content_type: None, extra: String::new(), body: Body::Empty, close: false }
+        Response {
+            status,
+            content_type: None,
+            extra: String::new(),
+            shared: None,
+            body: Body::Empty,
+            close: false,
+        }
     }
 
     /// `text/plain` with a static body.
@@ -78,14 +90,22 @@ impl Response {
         self
     }
 
+    /// Header lines (each `Name: value\r\n`) built once and shared by many responses: a
+    /// fan-out formats its ETag once per distinct answer, not once per subscriber.
+    pub fn shared_headers(mut self, lines: Rc<str>) -> Response {
+        self.shared = Some(lines);
+        self
+    }
+
     /// Asks the server to close the connection once this response is written.
     pub fn close(mut self) -> Response {
         self.close = true;
         self
     }
 
-    pub fn extra_headers(&self) -> &str {
-        &self.extra
+    /// The extra header lines: the response's own, then the shared ones.
+    pub fn extra_headers(&self) -> [&str; 2] {
+        [&self.extra, self.shared.as_deref().unwrap_or("")]
     }
 }
 
@@ -160,7 +180,9 @@ pub fn write_head(out: &mut Vec<u8>, resp: &Response, ctx: &HeadContext<'_>) {
         None => {}
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(resp.extra_headers().as_bytes());
+    for lines in resp.extra_headers() {
+        out.extend_from_slice(lines.as_bytes());
+    }
     out.extend_from_slice(b"\r\n");
 }
 
