@@ -84,6 +84,12 @@ SEEDS = {
         pub(A, b""), pub(A, b"a\"bcdef"), cur(A, 0), cur(A, 1), cur(A, 2), cur(A, 3),
         pub(A, bytes(range(0x80, 0xa8))), cur(A, 4),
     ]),
+    # max_answer_bytes = frame + 110, filled exactly: an empty message (2 + 48 bytes) and a
+    # 10-byte text (12 + 48) fit together, a third does not.
+    "answer_exact_fit": seed(ROOMY, 0x10, [
+        pub(A, b""), pub(A, b"0123456789"), pub(A, b"x"), cur(A, 0), cur(A, 1),
+        pub(B, b"0123456789"), pub(B, b""), pub(B, b""), cur(B, 0),
+    ]),
     # max_answer_bytes = the frame: one message an answer, however many max_batch allows.
     "answer_one": seed(ROOMY, 0x08, [
         pub(B, b"1"), pub(B, b"22"), pub(B, b"333"), cur(B, 0), cur(B, 1), cur(B, 2),

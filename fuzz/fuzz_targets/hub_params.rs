@@ -53,7 +53,9 @@ const MAX_DATA: usize = 40;
 const OVERHEAD: usize = 64;
 /// Bytes an answer counts per message besides its value (`{"seq":N,"data_b64":...},`).
 const PER_MESSAGE_KEYS: usize = 48;
-/// Fixed seed of the hub's epochs in phase 2: repeatable runs.
+/// Fixed seed of the hub's epochs in phase 2: repeatable runs. Its first 100,000 epochs are
+/// distinct (checked once, with the hub's splitmix64), so "a new life has a new epoch" can
+/// only fail on a real reuse.
 const EPOCH_SEED: u64 = 0x7469_6469_6e67_7331;
 /// The epoch a cursor carries when nothing is known of the channel.
 const UNKNOWN_EPOCH: u32 = 0x0123_4567;
