@@ -100,10 +100,6 @@ impl Stream {
         sys::set_quickack(self.fd.raw())
     }
 
-    pub fn set_send_buffer(&self, bytes: usize) -> io::Result<()> {
-        sys::set_send_buffer(self.fd.raw(), bytes)
-    }
-
     pub fn shutdown_write(&self) -> io::Result<()> {
         sys::shutdown_write(self.fd.raw())
     }

@@ -6,6 +6,10 @@
 //! HTTP crate are written in safe Rust on top of these wrappers, the way mio's
 //! `sys/unix` sits under mio.
 //!
+//! Only what the product calls is here. Probes that only tests and benches want (CPU clocks,
+//! `/proc` readers, fd counts, resource limits, SO_LINGER 0 to send RST, signals to a pid)
+//! live in the `test-support` crate, which is no dependency of the product.
+//!
 //! File descriptors are owned by [`Fd`], which closes on drop, so an fd is closed
 //! exactly once. Callers that register an fd with epoll must deregister it *before*
 //! dropping the `Fd` (see the `event_loop` module docs for why).
@@ -13,7 +17,6 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
-use std::time::Duration;
 
 /// Turns a libc return value into `io::Result`, reading `errno` on -1.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -37,10 +40,6 @@ fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
 pub struct Fd(RawFd);
 
 impl Fd {
-    /// Takes ownership of `fd`. The caller promises nobody else will close it.
-    pub fn from_raw(fd: RawFd) -> Fd {
-        Fd(fd)
-    }
     pub fn raw(&self) -> RawFd {
         self.0
     }
@@ -229,13 +228,6 @@ pub fn write_byte_from_signal_handler(fd: RawFd, byte: u8) {
     }
 }
 
-/// Sends `signo` to this process (used by tests and by the app's self-stop).
-pub fn raise_signal(signo: libc::c_int) -> io::Result<()> {
-    // SAFETY: kill(getpid(), signo) with a valid signal number.
-    cvt(unsafe { libc::kill(libc::getpid(), signo) })?;
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------
 // TCP sockets
 // ---------------------------------------------------------------------------------------
@@ -272,26 +264,6 @@ pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
 /// Not sticky: the kernel may return to delayed ACKs later, so it is set when it matters.
 pub fn set_quickack(fd: RawFd) -> io::Result<()> {
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_QUICKACK, 1)
-}
-
-pub fn set_send_buffer(fd: RawFd, bytes: usize) -> io::Result<()> {
-    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, bytes.min(i32::MAX as usize) as i32)
-}
-
-/// Sets SO_LINGER {on, 0}: close() then sends RST instead of FIN (used by tests to simulate resets).
-pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
-    let l = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: passes a pointer to a live linger struct with its exact size.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    })?;
-    Ok(())
 }
 
 /// Pending socket error (SO_ERROR), cleared by the read.
@@ -419,30 +391,8 @@ pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Process resources
+// Thread priority
 // ---------------------------------------------------------------------------------------
-
-/// (soft, hard) RLIMIT_NOFILE.
-pub fn nofile_limit() -> io::Result<(u64, u64)> {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `r` is a live rlimit for the kernel to fill.
-    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) })?;
-    Ok((r.rlim_cur, r.rlim_max))
-}
-
-pub fn set_nofile_limit(soft: u64, hard: u64) -> io::Result<()> {
-    let r = libc::rlimit { rlim_cur: soft, rlim_max: hard };
-    // SAFETY: `r` is a valid rlimit read by the kernel.
-    cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) })?;
-    Ok(())
-}
-
-/// Raises the soft fd limit to the hard limit; returns the new soft limit.
-pub fn raise_nofile_limit() -> io::Result<u64> {
-    let (_, hard) = nofile_limit()?;
-    set_nofile_limit(hard, hard)?;
-    Ok(hard)
-}
 
 /// Sets the nice value of the calling thread (not the whole process) to `nice`:
 /// `setpriority(PRIO_PROCESS, gettid(), nice)`. On Linux a thread id given to PRIO_PROCESS
@@ -453,37 +403,4 @@ pub fn set_thread_nice(nice: i32) -> io::Result<()> {
     // reads no memory of ours and changes only the scheduling priority of this thread.
     cvt(unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) })?;
     Ok(())
-}
-
-/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`, normally 100): the unit of the CPU times
-/// in `/proc/PID/stat`. Falls back to 100 if sysconf reports nothing.
-pub fn clock_ticks_per_second() -> u64 {
-    // SAFETY: sysconf takes an integer name, reads no memory of ours and has no side effects.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 {
-        ticks as u64
-    } else {
-        100
-    }
-}
-
-/// CPU time (user + system) consumed by this thread so far.
-pub fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a live timespec for the kernel to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// CPU time (user + system) consumed by the whole process so far.
-pub fn process_cpu_time() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a live timespec for the kernel to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// Number of open file descriptors of this process (entries of /proc/self/fd), for leak checks.
-pub fn open_fd_count() -> io::Result<usize> {
-    Ok(std::fs::read_dir("/proc/self/fd")?.count().saturating_sub(1))
 }
