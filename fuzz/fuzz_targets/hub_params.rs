@@ -23,10 +23,11 @@ use std::time::Duration;
 use app::config::parse_seconds;
 use app::hub::{valid_channel_name, Hub, HubError, HubLimits, Poll};
 use app::{Options, Tidings};
-use fuzz_support::json::{self, Json};
 use fuzz_support::loopback::{CloseMode, Loopback};
 use fuzz_support::{responses, Bytes};
 use libfuzzer_sys::fuzz_target;
+use test_support::base64;
+use test_support::json::{self, Json};
 
 const MAX_INPUT: usize = 4096;
 const MAX_OPS: usize = 48;
@@ -207,18 +208,18 @@ impl Model {
 fn read_answer(body: &[u8], channel: &str) -> Answer {
     let doc = json::parse(body)
         .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {:?}", String::from_utf8_lossy(body)));
-    assert_eq!(doc.get("channel").and_then(Json::str), Some(channel), "channel field");
+    assert_eq!(doc.opt("channel").and_then(Json::str), Some(channel), "channel field");
     let messages = doc
-        .get("messages")
+        .opt("messages")
         .and_then(Json::arr)
         .unwrap_or_else(|| panic!("no messages array"))
         .iter()
         .map(|m| {
-            let seq = m.get("seq").and_then(Json::num).expect("seq");
-            let data = match (m.get("data"), m.get("data_b64")) {
+            let seq = m.opt("seq").and_then(Json::u64).expect("seq");
+            let data = match (m.opt("data"), m.opt("data_b64")) {
                 (Some(Json::Str(s)), None) => s.as_bytes().to_vec(),
                 (None, Some(Json::Str(b))) => {
-                    let d = json::base64_decode(b).expect("data_b64 is canonical base64");
+                    let d = base64::decode(b).expect("data_b64 is canonical base64");
                     assert!(std::str::from_utf8(&d).is_err(), "UTF-8 message sent as base64");
                     d
                 }
@@ -227,9 +228,9 @@ fn read_answer(body: &[u8], channel: &str) -> Answer {
             (seq, data)
         })
         .collect();
-    let next = doc.get("next").and_then(Json::num).expect("next");
-    let missed = doc.get("missed").and_then(Json::num).expect("missed");
-    let reset = match doc.get("reset") {
+    let next = doc.opt("next").and_then(Json::u64).expect("next");
+    let missed = doc.opt("missed").and_then(Json::u64).expect("missed");
+    let reset = match doc.opt("reset") {
         None => false,
         Some(Json::Bool(true)) => true,
         Some(other) => panic!("reset: {other:?}"),
@@ -477,8 +478,8 @@ fn service_check(ops: &[Op], names: &[String], limits: HubLimits) {
                     assert!([200, 503].contains(&r.status), "POST {} answered {}", s.target, r.head);
                     if r.status == 200 {
                         let doc = json::parse(&r.body).expect("publish answer is JSON");
-                        assert!(doc.get("seq").and_then(Json::num).is_some_and(|s| s > 0));
-                        assert!(doc.get("subscribers").and_then(Json::num).is_some());
+                        assert!(doc.opt("seq").and_then(Json::u64).is_some_and(|s| s > 0));
+                        assert!(doc.opt("subscribers").and_then(Json::u64).is_some());
                     }
                 }
             }
