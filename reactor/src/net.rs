@@ -90,12 +90,12 @@ impl Stream {
         sys::writev(self.fd.raw(), bufs)
     }
 
-    /// TCP_NODELAY: see [`sys::set_nodelay`] for the Nagle + delayed-ACK stall it prevents.
+    /// TCP_NODELAY: see `sys::set_nodelay` for the Nagle + delayed-ACK stall it prevents.
     pub fn set_nodelay(&self) -> io::Result<()> {
         sys::set_nodelay(self.fd.raw())
     }
 
-    /// TCP_QUICKACK: acknowledge what was received right away. See [`sys::set_quickack`].
+    /// TCP_QUICKACK: acknowledge what was received right away. See `sys::set_quickack`.
     pub fn set_quickack(&self) -> io::Result<()> {
         sys::set_quickack(self.fd.raw())
     }

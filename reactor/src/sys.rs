@@ -107,21 +107,21 @@ pub fn eventfd() -> io::Result<Fd> {
 }
 
 /// A non-blocking, close-on-exec pipe: (read end, write end).
-pub fn pipe() -> io::Result<(Fd, Fd)> {
+pub(crate) fn pipe() -> io::Result<(Fd, Fd)> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
     cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) })?;
     Ok((Fd(fds[0]), Fd(fds[1])))
 }
 
-pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
     cvt_size(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
 }
 
 /// Reads into the spare capacity of `buf` (after its current length) and grows its length
 /// by the number of bytes read. Avoids zero-filling buffers before every read.
-pub fn read_into_spare(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
+pub(crate) fn read_into_spare(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
     let spare = buf.spare_capacity_mut();
     // SAFETY: `spare` is valid for writes of `spare.len()` bytes; the kernel writes at most
     // that many and tells us how many.
@@ -131,13 +131,13 @@ pub fn read_into_spare(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
     Ok(n)
 }
 
-pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+pub(crate) fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
     cvt_size(unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) })
 }
 
 /// Gathers several buffers into one `writev` (at most `IOV_MAX` = 1024 of them).
-pub fn writev(fd: RawFd, bufs: &[&[u8]]) -> io::Result<usize> {
+pub(crate) fn writev(fd: RawFd, bufs: &[&[u8]]) -> io::Result<usize> {
     let mut iov: [MaybeUninit<libc::iovec>; 64] = [MaybeUninit::uninit(); 64];
     let n = bufs.len().min(iov.len());
     for (slot, b) in iov.iter_mut().zip(&bufs[..n]) {
@@ -173,7 +173,7 @@ pub fn eventfd_drain(fd: RawFd) -> io::Result<u64> {
 // ---------------------------------------------------------------------------------------
 
 /// Installs `handler` for `signo` with SA_RESTART (so blocking calls elsewhere are resumed).
-pub fn set_signal_handler(signo: libc::c_int, handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
+pub(crate) fn set_signal_handler(signo: libc::c_int, handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
     // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value; we then set the
     // handler pointer to an `extern "C" fn(c_int)`, which matches sa_handler's ABI.
     unsafe {
@@ -188,7 +188,7 @@ pub fn set_signal_handler(signo: libc::c_int, handler: extern "C" fn(libc::c_int
 
 /// Sets `signo` to be ignored (used for SIGPIPE: a write to a closed socket then returns
 /// EPIPE instead of killing the process).
-pub fn ignore_signal(signo: libc::c_int) -> io::Result<()> {
+pub(crate) fn ignore_signal(signo: libc::c_int) -> io::Result<()> {
     // SAFETY: SIG_IGN is a valid disposition for any catchable signal.
     let prev = unsafe { libc::signal(signo, libc::SIG_IGN) };
     if prev == libc::SIG_ERR {
@@ -198,7 +198,7 @@ pub fn ignore_signal(signo: libc::c_int) -> io::Result<()> {
 }
 
 /// Restores the default disposition of `signo`.
-pub fn default_signal(signo: libc::c_int) -> io::Result<()> {
+pub(crate) fn default_signal(signo: libc::c_int) -> io::Result<()> {
     // SAFETY: SIG_DFL is a valid disposition for any signal.
     let prev = unsafe { libc::signal(signo, libc::SIG_DFL) };
     if prev == libc::SIG_ERR {
@@ -208,20 +208,20 @@ pub fn default_signal(signo: libc::c_int) -> io::Result<()> {
 }
 
 /// This thread's `errno`. Async-signal-safe (a signal handler saves it with this).
-pub fn errno() -> libc::c_int {
+pub(crate) fn errno() -> libc::c_int {
     // SAFETY: __errno_location returns a valid pointer to the calling thread's errno, for
     // as long as the thread lives.
     unsafe { *libc::__errno_location() }
 }
 
 /// Sets this thread's `errno` (a signal handler restores it with this).
-pub fn set_errno(value: libc::c_int) {
+pub(crate) fn set_errno(value: libc::c_int) {
     // SAFETY: as in `errno`: a valid pointer to the calling thread's own errno.
     unsafe { *libc::__errno_location() = value }
 }
 
 /// Raw `write(2)` usable from a signal handler (async-signal-safe: no allocation, no locks).
-pub fn write_byte_from_signal_handler(fd: RawFd, byte: u8) {
+pub(crate) fn write_byte_from_signal_handler(fd: RawFd, byte: u8) {
     // SAFETY: writes one byte from a stack variable; write(2) is async-signal-safe.
     unsafe {
         libc::write(fd, (&byte as *const u8).cast(), 1);
@@ -256,13 +256,13 @@ fn getsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Resul
 
 /// Disables Nagle's algorithm: small responses leave at once instead of waiting for the ACK
 /// of the previous segment (which the client may delay by up to 200 ms: the keep-alive stall).
-pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
+pub(crate) fn set_nodelay(fd: RawFd) -> io::Result<()> {
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
 }
 
 /// Asks the kernel to send a pending ACK now instead of delaying it (up to 40 ms on Linux).
 /// Not sticky: the kernel may return to delayed ACKs later, so it is set when it matters.
-pub fn set_quickack(fd: RawFd) -> io::Result<()> {
+pub(crate) fn set_quickack(fd: RawFd) -> io::Result<()> {
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_QUICKACK, 1)
 }
 
@@ -317,7 +317,7 @@ fn sockaddr_to(storage: &libc::sockaddr_storage) -> Option<std::net::SocketAddr>
 }
 
 /// socket + SO_REUSEADDR (+ SO_REUSEPORT) + bind + listen, non-blocking and close-on-exec.
-pub fn tcp_listen(addr: &std::net::SocketAddr, reuse_port: bool, backlog: i32) -> io::Result<Fd> {
+pub(crate) fn tcp_listen(addr: &std::net::SocketAddr, reuse_port: bool, backlog: i32) -> io::Result<Fd> {
     let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     // SAFETY: plain syscall creating a new socket fd.
     let fd = Fd(cvt(unsafe {
@@ -336,7 +336,7 @@ pub fn tcp_listen(addr: &std::net::SocketAddr, reuse_port: bool, backlog: i32) -
 }
 
 /// The address a socket is bound to (to learn the ephemeral port after binding port 0).
-pub fn local_addr(fd: RawFd) -> io::Result<std::net::SocketAddr> {
+pub(crate) fn local_addr(fd: RawFd) -> io::Result<std::net::SocketAddr> {
     // SAFETY: zeroed storage is valid; the kernel fills at most `len` bytes.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -347,7 +347,7 @@ pub fn local_addr(fd: RawFd) -> io::Result<std::net::SocketAddr> {
 
 /// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC: the new socket is born non-blocking, with no
 /// window in which a fork+exec could inherit it.
-pub fn accept(listener: RawFd) -> io::Result<(Fd, Option<std::net::SocketAddr>)> {
+pub(crate) fn accept(listener: RawFd) -> io::Result<(Fd, Option<std::net::SocketAddr>)> {
     // SAFETY: zeroed storage is valid; the kernel fills at most `len` bytes.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -365,7 +365,7 @@ pub fn accept(listener: RawFd) -> io::Result<(Fd, Option<std::net::SocketAddr>)>
 
 /// Starts a non-blocking TCP connect. The socket is returned at once; the connection is
 /// established when it becomes writable (then check [`take_socket_error`]).
-pub fn tcp_connect(addr: &std::net::SocketAddr) -> io::Result<Fd> {
+pub(crate) fn tcp_connect(addr: &std::net::SocketAddr) -> io::Result<Fd> {
     let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     // SAFETY: plain syscall creating a new socket fd.
     let fd = Fd(cvt(unsafe {
@@ -384,7 +384,7 @@ pub fn tcp_connect(addr: &std::net::SocketAddr) -> io::Result<Fd> {
 }
 
 /// shutdown(2) of the write side (sends FIN once queued data has left).
-pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
+pub(crate) fn shutdown_write(fd: RawFd) -> io::Result<()> {
     // SAFETY: plain syscall on an fd the caller owns.
     cvt(unsafe { libc::shutdown(fd, libc::SHUT_WR) })?;
     Ok(())
@@ -398,7 +398,7 @@ pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
 /// `setpriority(PRIO_PROCESS, gettid(), nice)`. On Linux a thread id given to PRIO_PROCESS
 /// names that one thread, so the loop's thread keeps its priority while a worker lowers its
 /// own. Raising a priority (a lower value than the current one) needs privileges: EACCES.
-pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+pub(crate) fn set_thread_nice(nice: i32) -> io::Result<()> {
     // SAFETY: gettid takes no arguments and cannot fail; setpriority takes three integers,
     // reads no memory of ours and changes only the scheduling priority of this thread.
     cvt(unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) })?;
