@@ -4,15 +4,18 @@
 //!    against straightforward models of their documented grammar (and a round trip for
 //!    `parse_seconds`).
 //! 2. `app::hub::Hub` driven by fuzzed publish/subscribe operations against a model: seq
-//!    strictly increasing per channel, retained count <= retain and bytes <= retain_bytes,
-//!    the channel limit, the counters, and every answer is valid JSON whose messages, `next`,
-//!    `missed` and `reset` are what the model says.
+//!    strictly increasing per channel, retained count <= retain and bytes (bodies plus
+//!    `MESSAGE_OVERHEAD` each) <= retain_bytes, the channel limit, a channel's epoch constant
+//!    through its life, cursors with no epoch, the channel's own or another, the counters,
+//!    and every answer is valid JSON whose epoch, messages, `next`, `missed` and `reset` are
+//!    what the model says. (The hub-wide byte bound, the TTL and the answer-size bound are
+//!    set out of reach here: the model does not follow them.)
 //! 3. With `ctl` bit 7: the same operations as real requests to the `tidings` service (a fresh
 //!    server per input, two loopback clients: subscribers on one, publishers on the other),
 //!    with fuzzed query strings and `If-None-Match` headers. This reaches the private cursor
 //!    and timeout parsing of `app/src/service.rs`: each answer's status must be what a model
-//!    of `?since=` / `If-None-Match` / `?timeout=` says; 200 answers are valid JSON with a
-//!    matching ETag; held polls are woken by publishes; after both clients leave, no waiter,
+//!    of `?since=` / `?epoch=` / `If-None-Match` / `?timeout=` says; 200 answers are valid JSON
+//!    with a matching ETag (`"EPOCH:next"`); held polls are woken by publishes; after both clients leave, no waiter,
 //!    timer or connection is left.
 
 #![no_main]
@@ -21,7 +24,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use app::config::parse_seconds;
-use app::hub::{valid_channel_name, Hub, HubError, HubLimits, Poll};
+use app::hub::{format_epoch, valid_channel_name, Cursor, Hub, HubError, HubLimits, Poll, MESSAGE_OVERHEAD};
 use app::{Options, Tidings};
 use fuzz_support::loopback::{CloseMode, Loopback};
 use fuzz_support::{responses, Bytes};
@@ -42,6 +45,7 @@ enum Op {
     Subscribe {
         name: usize,
         cursor: Option<u64>,
+        epoch: EpochGuess,
     },
     /// A raw `GET /sub/{name}?{query}` with an optional If-None-Match (service phase only;
     /// in the hub phase it is a subscribe without cursor).
@@ -52,6 +56,19 @@ enum Op {
         on_publisher: bool,
     },
 }
+
+/// The epoch a subscribe sends with its cursor (in the hub phase; the service phase sends none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EpochGuess {
+    None,
+    /// The channel's own epoch (no epoch if the model has no such channel).
+    Current,
+    /// Another epoch than the channel's (no epoch if the model has no such channel).
+    Other,
+}
+
+/// Largest message the ops publish.
+const MAX_DATA: usize = 40;
 
 fuzz_target!(|data: &[u8]| {
     if data.len() > MAX_INPUT {
@@ -80,9 +97,14 @@ fuzz_target!(|data: &[u8]| {
         let b = input.u8();
         let name = (b >> 2) as usize % names.len();
         ops.push(match b & 3 {
-            0 => Op::Publish { name, data: input.bytes(40).to_vec() },
-            1 => Op::Subscribe { name, cursor: None },
-            2 => Op::Subscribe { name, cursor: Some(input.u8() as u64 % 12) },
+            0 => Op::Publish { name, data: input.bytes(MAX_DATA).to_vec() },
+            1 => Op::Subscribe { name, cursor: None, epoch: EpochGuess::None },
+            2 => {
+                let since = input.u8() as u64 % 12;
+                let epoch =
+                    [EpochGuess::None, EpochGuess::Current, EpochGuess::Other][input.u8() as usize % 3];
+                Op::Subscribe { name, cursor: Some(since), epoch }
+            }
             _ => {
                 let flags = input.u8();
                 let query = input.bytes(48).to_vec();
@@ -91,11 +113,16 @@ fuzz_target!(|data: &[u8]| {
             }
         });
     }
+    // Every message fits in a channel (the service refuses to start otherwise); one of 40
+    // bytes may fill it. The hub-wide bound, the TTL and the answer size stay out of reach.
     let limits = HubLimits {
         retain: 1 + (ctl & 3) as usize,
-        retain_bytes: 8 + 16 * ((ctl >> 2) & 3) as usize,
+        retain_bytes: MESSAGE_OVERHEAD + MAX_DATA + 16 * ((ctl >> 2) & 3) as usize,
+        max_retained_bytes: 1 << 30,
         max_channels: MAX_CHANNELS,
         max_batch: 1 + ((ctl >> 4) & 3) as usize,
+        max_answer_bytes: 1 << 20,
+        message_ttl_ms: 0,
     };
     hub_model_check(&ops, &names, limits);
 
@@ -145,8 +172,11 @@ fn model_seconds(s: &str) -> Option<Duration> {
 
 #[derive(Default, Clone)]
 struct ModelChannel {
+    /// The channel's epoch, as the hub's first publish to it said (None: not created yet).
+    epoch: Option<u32>,
     last_seq: u64,
     messages: VecDeque<(u64, Vec<u8>)>,
+    /// Bodies plus `MESSAGE_OVERHEAD` each.
     bytes: usize,
 }
 
@@ -156,12 +186,12 @@ enum Answer {
     /// (seq, data) of each message, next, missed, reset.
     Messages(Vec<(u64, Vec<u8>)>, u64, u64, bool),
     Hold(u64),
-    TooManyChannels,
 }
 
 #[derive(Default)]
 struct Model {
-    /// Channels that exist: published to at least once (subscribes alone leave none behind).
+    /// Channels that exist: published to at least once (subscribes alone leave none behind,
+    /// and a channel always keeps its last message: nothing else evicts in this phase).
     channels: HashMap<String, ModelChannel>,
     published: u64,
 }
@@ -174,25 +204,36 @@ impl Model {
         let c = self.channels.entry(name.to_string()).or_default();
         c.last_seq += 1;
         c.messages.push_back((c.last_seq, data.to_vec()));
-        c.bytes += data.len();
+        c.bytes += data.len() + MESSAGE_OVERHEAD;
         while c.messages.len() > limits.retain || (c.bytes > limits.retain_bytes && !c.messages.is_empty()) {
             let (_, d) = c.messages.pop_front().unwrap();
-            c.bytes -= d.len();
+            c.bytes -= d.len() + MESSAGE_OVERHEAD;
         }
         self.published += 1;
         Some(c.last_seq)
     }
 
-    fn subscribe(&self, name: &str, cursor: Option<u64>, limits: &HubLimits) -> Answer {
-        if !self.channels.contains_key(name) && self.channels.len() >= limits.max_channels {
-            return Answer::TooManyChannels;
-        }
+    /// `epoch_matches`: the cursor carries an epoch, the channel's own (`Some(true)`) or
+    /// another (`Some(false)`); `None`: no epoch.
+    fn subscribe(
+        &self,
+        name: &str,
+        cursor: Option<u64>,
+        epoch_matches: Option<bool>,
+        limits: &HubLimits,
+    ) -> Answer {
         let c = self.channels.get(name).cloned().unwrap_or_default();
-        let cursor = cursor.unwrap_or(c.last_seq);
-        if cursor == c.last_seq {
-            return Answer::Hold(cursor);
+        let Some(cursor) = cursor else { return Answer::Hold(c.last_seq) };
+        let reset = match epoch_matches {
+            // Another life of the channel: from its oldest message (unless both are at 0).
+            Some(false) => !(cursor == 0 && c.last_seq == 0),
+            Some(true) => false,
+            // Without an epoch, a cursor ahead of the channel is the sign of a new life.
+            None => cursor > c.last_seq,
+        };
+        if !reset && cursor >= c.last_seq {
+            return Answer::Hold(c.last_seq);
         }
-        let reset = cursor > c.last_seq;
         let after = if reset { 0 } else { cursor };
         let first = c.messages.front().map_or(c.last_seq + 1, |m| m.0);
         let missed = if reset { 0 } else { first.saturating_sub(after + 1) };
@@ -203,12 +244,32 @@ impl Model {
     }
 }
 
-/// Reads a hub answer back into the model's terms, checking it is valid JSON of the
-/// documented shape.
-fn read_answer(body: &[u8], channel: &str) -> Answer {
+/// Whether the hub must send `data` as a JSON string rather than base64: it is UTF-8 and its
+/// escaped form is at most 4/3 of its size (what base64 costs).
+fn model_as_text(data: &[u8]) -> bool {
+    let Ok(s) = std::str::from_utf8(data) else { return false };
+    let escaped: usize = s
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' | '\n' | '\r' | '\t' => 2,
+            '\0'..='\u{1f}' => 6,
+            c => c.len_utf8(),
+        })
+        .sum();
+    escaped * 3 <= data.len() * 4
+}
+
+/// Reads a hub answer back into the model's terms (and its epoch), checking it is valid JSON
+/// of the documented shape.
+fn read_answer(body: &[u8], channel: &str) -> (Answer, String) {
     let doc = json::parse(body)
         .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {:?}", String::from_utf8_lossy(body)));
     assert_eq!(doc.opt("channel").and_then(Json::str), Some(channel), "channel field");
+    let epoch = doc.opt("epoch").and_then(Json::str).expect("epoch").to_string();
+    assert!(
+        epoch.len() == 8 && epoch.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "epoch {epoch:?}"
+    );
     let messages = doc
         .opt("messages")
         .and_then(Json::arr)
@@ -217,10 +278,16 @@ fn read_answer(body: &[u8], channel: &str) -> Answer {
         .map(|m| {
             let seq = m.opt("seq").and_then(Json::u64).expect("seq");
             let data = match (m.opt("data"), m.opt("data_b64")) {
-                (Some(Json::Str(s)), None) => s.as_bytes().to_vec(),
+                (Some(Json::Str(s)), None) => {
+                    assert!(
+                        model_as_text(s.as_bytes()),
+                        "{s:?} sent as text, its escapes cost more than base64"
+                    );
+                    s.as_bytes().to_vec()
+                }
                 (None, Some(Json::Str(b))) => {
                     let d = base64::decode(b).expect("data_b64 is canonical base64");
-                    assert!(std::str::from_utf8(&d).is_err(), "UTF-8 message sent as base64");
+                    assert!(!model_as_text(&d), "{d:?} sent as base64, text costs no more");
                     d
                 }
                 other => panic!("message needs exactly one of data/data_b64: {other:?}"),
@@ -235,47 +302,69 @@ fn read_answer(body: &[u8], channel: &str) -> Answer {
         Some(Json::Bool(true)) => true,
         Some(other) => panic!("reset: {other:?}"),
     };
-    Answer::Messages(messages, next, missed, reset)
+    (Answer::Messages(messages, next, missed, reset), epoch)
 }
 
 fn hub_model_check(ops: &[Op], names: &[String], limits: HubLimits) {
-    let mut hub = Hub::new(limits);
+    let mut hub = Hub::with_epoch_seed(limits, Some(0));
     let mut model = Model::default();
     for op in ops {
         match op {
             Op::Publish { name, data } => {
                 let name = &names[*name];
+                assert!(data.len() + MESSAGE_OVERHEAD <= limits.retain_bytes, "every message fits");
                 let before = model.channels.get(name.as_str()).map_or(0, |c| c.last_seq);
-                match (hub.publish(name, data.clone()), model.publish(name, data, &limits)) {
-                    (Ok((seq, woken)), Some(expect)) => {
+                match (hub.publish(name, data.clone(), 0), model.publish(name, data, &limits)) {
+                    (Ok((seq, epoch, woken)), Some(expect)) => {
                         assert_eq!(seq, expect);
                         assert!(seq > before, "seq not strictly increasing");
                         assert!(woken.is_empty(), "nobody waits in this phase");
+                        let c = model.channels.get_mut(name.as_str()).unwrap();
+                        assert_eq!(
+                            *c.epoch.get_or_insert(epoch),
+                            epoch,
+                            "a channel's epoch changed in its life"
+                        );
                     }
                     (Err(HubError::TooManyChannels), None) => {}
                     (got, want) => panic!("publish {name:?}: hub {:?}, model {want:?}", got.map(|r| r.0)),
                 }
             }
             Op::Subscribe { .. } | Op::Raw { .. } => {
-                let (name, cursor) = match op {
-                    Op::Subscribe { name, cursor } => (&names[*name], *cursor),
-                    Op::Raw { name, .. } => (&names[*name], None),
+                let (name, since, guess) = match op {
+                    Op::Subscribe { name, cursor, epoch } => (&names[*name], *cursor, *epoch),
+                    Op::Raw { name, .. } => (&names[*name], None, EpochGuess::None),
                     Op::Publish { .. } => unreachable!(),
                 };
-                let want = model.subscribe(name, cursor, &limits);
-                let got = match hub.subscribe(name, cursor) {
-                    Err(HubError::TooManyChannels) => Answer::TooManyChannels,
-                    Ok(Poll::Hold { chan, cursor }) => {
+                let known = model.channels.get(name.as_str()).and_then(|c| c.epoch);
+                let (epoch, matches) = match (guess, known) {
+                    (EpochGuess::Current, Some(e)) => (Some(e), Some(true)),
+                    (EpochGuess::Other, Some(e)) => (Some(e ^ 1), Some(false)),
+                    _ => (None, None),
+                };
+                let cursor = since.map(|since| Cursor { since, epoch });
+                let want = model.subscribe(name, since, matches, &limits);
+                let got = match hub.subscribe(name, cursor, 0) {
+                    Poll::Hold { chan, cursor, epoch } => {
+                        if let Some(e) = known {
+                            assert_eq!(epoch, e, "the hold's epoch");
+                        }
                         // What the service does with a hold it does not park (timeout 0).
                         hub.release_channel(chan);
                         Answer::Hold(cursor)
                     }
-                    Ok(Poll::Messages { body, next, count }) => {
-                        let a = read_answer(&body, name);
-                        if let Answer::Messages(m, n, _, _) = &a {
-                            assert_eq!((m.len(), *n), (count, next), "count/next beside the body");
+                    Poll::Messages(a) => {
+                        let (got, epoch) = read_answer(&a.body, name);
+                        assert_eq!(epoch, format_epoch(a.epoch), "epoch beside the body");
+                        if let Some(e) = known {
+                            assert_eq!(a.epoch, e, "the answer's epoch");
                         }
-                        a
+                        if let Answer::Messages(m, n, _, _) = &got {
+                            assert_eq!((m.len(), *n), (a.count, a.next), "count/next beside the body");
+                        }
+                        let etag = format!("ETag: \"{epoch}:{}\"\r\n", a.next);
+                        assert!(a.headers.starts_with(&etag), "headers {:?}", a.headers);
+                        got
                     }
                 };
                 assert_eq!(got, want, "subscribe {name:?} cursor {cursor:?}");
@@ -290,7 +379,9 @@ fn hub_model_check(ops: &[Op], names: &[String], limits: HubLimits) {
             model.channels.values().fold((0, 0), |(n, b), c| (n + c.messages.len(), b + c.bytes));
         assert_eq!((stats.retained_messages, stats.retained_bytes), (n, bytes), "retained counters");
         for c in model.channels.values() {
-            assert!(c.messages.len() <= limits.retain && c.bytes <= limits.retain_bytes);
+            assert!(
+                !c.messages.is_empty() && c.messages.len() <= limits.retain && c.bytes <= limits.retain_bytes
+            );
         }
     }
 }
@@ -325,19 +416,28 @@ fn model_sub_status(req: &http::Request<'_>, name: &str) -> Option<(u16, &'stati
         }
         v.bytes().try_fold(0u64, |acc, b| acc.checked_mul(10)?.checked_add((b - b'0') as u64))
     };
+    let epoch = |v: &str| v.len() == 8 && v.bytes().all(|b| b.is_ascii_hexdigit());
     if let Some(v) = req.query_param("since") {
         if digits_u64(v).is_none() {
             return Some((400, "invalid since"));
         }
+        if req.query_param("epoch").is_some_and(|e| !epoch(e)) {
+            return Some((400, "invalid epoch: 8 hex digits"));
+        }
     } else if let Some(raw) = req.header("if-none-match") {
-        // An entity tag, optionally weak: `"S"` or `W/"S"`, S a decimal u64.
+        // An entity tag, optionally weak: `"E:S"` or `"S"` (or `W/` before either), E an
+        // epoch of 8 hex digits, S a decimal u64.
         let ok = std::str::from_utf8(raw)
             .ok()
             .map(str::trim)
             .map(|v| v.strip_prefix("W/").unwrap_or(v))
             .and_then(|v| v.strip_prefix('"'))
             .and_then(|v| v.strip_suffix('"'))
-            .and_then(digits_u64)
+            .and_then(|v| match v.split_once(':') {
+                Some((e, s)) if epoch(e) => digits_u64(s),
+                Some(_) => None,
+                None => digits_u64(v),
+            })
             .is_some();
         if !ok {
             return Some((400, "invalid If-None-Match"));
@@ -368,7 +468,7 @@ struct Sent {
 fn service_check(ops: &[Op], names: &[String], limits: HubLimits) {
     let opts = Options {
         poll_timeout: Duration::from_secs(10),
-        max_message: 64,
+        max_message: MAX_DATA,
         hub: limits,
         workers: 0,
         work_queue: 0,
@@ -392,7 +492,7 @@ fn service_check(ops: &[Op], names: &[String], limits: HubLimits) {
                 );
                 (true, head.into_bytes(), data.clone())
             }
-            Op::Subscribe { name, cursor } => {
+            Op::Subscribe { name, cursor, .. } => {
                 let target = target_safe(names[*name].as_bytes());
                 let q = cursor.map_or(String::new(), |c| format!("since={c}&"));
                 (
@@ -465,10 +565,11 @@ fn service_check(ops: &[Op], names: &[String], limits: HubLimits) {
                 None if s.sub => {
                     assert!([200, 304, 503].contains(&r.status), "GET {} answered {}", s.target, r.head);
                     if r.status == 200 {
-                        let Answer::Messages(_, next, _, _) = read_answer(&r.body, &s.name) else {
+                        let (Answer::Messages(_, next, _, _), epoch) = read_answer(&r.body, &s.name) else {
                             unreachable!()
                         };
-                        assert_eq!(r.header("etag"), Some(format!("\"{next}\"").as_str()), "ETag vs next");
+                        let etag = format!("\"{epoch}:{next}\"");
+                        assert_eq!(r.header("etag"), Some(etag.as_str()), "ETag vs epoch and next");
                     }
                     if r.status == 304 {
                         assert!(r.header("etag").is_some_and(|e| e.starts_with('"') && e.ends_with('"')));
