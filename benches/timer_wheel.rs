@@ -23,26 +23,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use reactor::{TimerId, TimerWheel};
+use test_support::rng::Rng;
 
-/// xorshift64*: cheap deterministic randomness (about a nanosecond per call).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        ((self.next() >> 32) * n) >> 32
-    }
-    /// A long-poll deadline: 10 to 30 s (1 tick = 1 ms).
-    fn deadline(&mut self, now: u64) -> u64 {
-        now + 10_000 + self.below(20_000)
-    }
+/// A long-poll deadline: 10 to 30 s after `now` (1 tick = 1 ms).
+fn deadline(rng: &mut Rng, now: u64) -> u64 {
+    now + 10_000 + rng.below(20_000)
 }
 
 /// What the three structures have in common, as the benchmark uses them.
@@ -199,16 +184,16 @@ struct Frozen<T: Timers> {
 
 impl<T: Timers> Frozen<T> {
     fn new(n: usize) -> Self {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
         let mut t = T::with_capacity(n);
-        let ids = (0..n as u64).map(|i| t.insert(rng.deadline(0), i)).collect();
+        let ids = (0..n as u64).map(|i| t.insert(deadline(&mut rng, 0), i)).collect();
         Frozen { t, ids, rng }
     }
     /// `iters` times: insert one, cancel a random live one.
     fn insert_cancel(&mut self, iters: u64) -> Duration {
         let start = Instant::now();
         for i in 0..iters {
-            let id = self.t.insert(self.rng.deadline(0), i);
+            let id = self.t.insert(deadline(&mut self.rng, 0), i);
             let j = self.rng.below(self.ids.len() as u64) as usize;
             let victim = std::mem::replace(&mut self.ids[j], id);
             black_box(self.t.cancel(victim));
@@ -226,7 +211,7 @@ struct Expiring<T: Timers> {
 
 impl<T: Timers> Expiring<T> {
     fn new(n: usize) -> Self {
-        let mut rng = Rng(0x1234_5678_9abc_def1);
+        let mut rng = Rng::new(0x1234_5678_9abc_def1);
         let mut t = T::with_capacity(n);
         // Spread the deadlines as in the steady state: uniform over the next 30 s.
         for i in 0..n as u64 {
@@ -242,7 +227,7 @@ impl<T: Timers> Expiring<T> {
             self.now += 1;
             while let Some(d) = self.t.poll(self.now) {
                 black_box(d);
-                self.t.insert(self.rng.deadline(self.now), d);
+                self.t.insert(deadline(&mut self.rng, self.now), d);
                 fired += 1;
             }
         }
@@ -266,13 +251,13 @@ struct LongPoll<T: Timers> {
 
 impl<T: Timers> LongPoll<T> {
     fn new(n: usize) -> Self {
-        let mut rng = Rng(0x0dd_ba11_cafe_f00d);
+        let mut rng = Rng::new(0x0dd_ba11_cafe_f00d);
         let mut t = T::with_capacity(n);
         let k = n * 3 / 10;
         // Live = K cancellable + (10% of inserts x 20 s average life) => rate = 0.7 N / 2000.
         let per_tick_1024 = (n as u64 * 7 * 1024 / 20_000).max(1);
         // Pre-fill close to the steady state so no long warm-up is needed.
-        let pending = (0..k as u64).map(|i| Some(t.insert(rng.deadline(0), i))).collect();
+        let pending = (0..k as u64).map(|i| Some(t.insert(deadline(&mut rng, 0), i))).collect();
         for i in 0..(n - k) as u64 {
             t.insert(1 + rng.below(30_000), i);
         }
@@ -282,7 +267,7 @@ impl<T: Timers> LongPoll<T> {
         let start = Instant::now();
         for _ in 0..iters {
             self.seq += 1;
-            let id = self.t.insert(self.rng.deadline(self.now), self.seq);
+            let id = self.t.insert(deadline(&mut self.rng, self.now), self.seq);
             if self.rng.below(10) != 0 {
                 let j = self.rng.below(self.pending.len() as u64) as usize;
                 if let Some(victim) = self.pending[j].replace(id) {

@@ -6,9 +6,9 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use app::auth::{unix_now, SubscribeKey};
 use common::*;
@@ -57,23 +57,7 @@ fn sub_token(channel: &str) -> String {
 
 /// Runs the binary to completion (at most 10 s: a flag wrongly accepted would start a server).
 fn run(args: &[&str]) -> Output {
-    let mut child = Command::new(tidings_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tidings");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("wait");
-            panic!("tidings {args:?} did not exit; stderr: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("wait")
+    common::run(args, Duration::from_secs(10))
 }
 
 #[test]

@@ -3,34 +3,10 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Runs the binary with `args` and returns its output; kills it if it runs for more than
-/// `limit` (a bad flag that was accepted would start a server and never exit).
-fn run(args: &[&str], limit: Duration) -> Output {
-    let child = Command::new(tidings_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tidings");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.expect("wait"),
-        Err(_) => {
-            // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            let out = rx.recv().unwrap().expect("wait");
-            panic!("tidings {args:?} did not exit; stderr: {}", String::from_utf8_lossy(&out.stderr));
-        }
-    }
-}
 
 const FLAGS: [&str; 21] = [
     "--listen",
@@ -316,8 +292,7 @@ fn a_closed_stderr_pipe_does_not_stop_the_hub() {
     assert_eq!(c.post("/pub/x", b"m").status, 200);
     assert_eq!(get(addr, "/plaintext").status, 200);
     drop(c);
-    // SAFETY: plain kill(2) on our own child's pid, not reaped yet.
-    assert_eq!(unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    test_support::process::kill(child.0.id(), libc::SIGTERM).expect("SIGTERM to our child");
     let t0 = Instant::now();
     let status = loop {
         if let Some(s) = child.0.try_wait().expect("try_wait") {
@@ -493,20 +468,10 @@ fn workers_0_starts_no_thread() {
 /// panic; the threads already started are joined.
 #[test]
 fn a_worker_thread_that_cannot_start_is_one_line_and_exit_1() {
-    use std::os::unix::process::CommandExt;
+    use test_support::limits::{set_soft_in_child, Resource};
     let mut cmd = Command::new(tidings_bin());
     cmd.args(["--listen", "127.0.0.1:0", "--workers", "1024"]).stdin(Stdio::null());
-    // SAFETY: the closure runs in the forked child before exec and only calls setrlimit,
-    // which is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            let lim = libc::rlimit { rlim_cur: 100_000_000, rlim_max: 100_000_000 };
-            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    set_soft_in_child(&mut cmd, Resource::AddressSpace, 100_000_000);
     let out = cmd.output().expect("run tidings");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");

@@ -7,7 +7,6 @@
 mod common;
 
 use std::io::Read as _;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -155,38 +154,8 @@ fn ten_thousand_unread_answers_hold_one_body() {
 /// A TCP connection whose receive buffer is 4 KiB (set before connecting, so the window it
 /// advertises stays small): the server's answers stay in the server.
 fn connect_with_small_window(addr: std::net::SocketAddr) -> std::net::TcpStream {
-    // std has no socket-before-connect API: connect a socket made with libc.
-    // SAFETY: plain socket calls on a descriptor we own; the sockaddr is a live local value.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    assert!(fd >= 0, "socket");
-    let size: libc::c_int = 4096;
-    let std::net::SocketAddr::V4(v4) = addr else { panic!("IPv4 only") };
-    let sa = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: v4.port().to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: as above.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &size as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        libc::connect(
-            fd,
-            &sa as *const libc::sockaddr_in as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
-    // SAFETY: `fd` is an open, connected socket that nothing else owns.
-    let s = unsafe { <std::net::TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    assert_eq!(s.as_raw_fd(), fd);
-    s
+    let shape = sockets::Shape { recv_buffer: Some(4096), ..Default::default() };
+    sockets::connect_shaped(addr, shape).unwrap_or_else(|e| panic!("connect {addr}: {e}"))
 }
 
 /// With `--message-ttl`, an idle hub forgets everything: retained messages expire (from

@@ -15,7 +15,6 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,26 +22,6 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const MIB: u64 = 1024 * 1024;
-
-/// Sets an int socket option (SO_RCVBUF, ..) on an open socket.
-fn set_sockopt(s: &TcpStream, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
-    // SAFETY: setsockopt on our own open socket with a live, correctly sized int.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            level,
-            name,
-            &value as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt({level}, {name})");
-}
-
-/// Threads of process `pid` (entries of /proc/PID/task).
-fn thread_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task")).expect("read /proc/PID/task").count()
-}
 
 /// A count of `responses_total` in `/stats` (0 if that status was never answered).
 fn responses(s: &Json, status: u16) -> u64 {
@@ -70,7 +49,7 @@ fn slow_reader_behind_10000_pipelined_requests_costs_bounded_memory_and_no_laten
 
     const N: usize = 10_000;
     let slow = TcpStream::connect(addr).expect("connect");
-    set_sockopt(&slow, libc::SOL_SOCKET, libc::SO_RCVBUF, 4096);
+    sockets::set_int_option(slow.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 4096).expect("SO_RCVBUF");
     slow.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut writer_end = slow.try_clone().unwrap();
     let writer = std::thread::spawn(move || {
@@ -155,23 +134,9 @@ fn slow_reader_behind_10000_pipelined_requests_costs_bounded_memory_and_no_laten
 #[test]
 fn out_of_fds_the_hub_sleeps_keeps_its_polls_and_recovers() {
     let _serial = serial();
-    const LIMIT: libc::rlim_t = 64;
+    const LIMIT: u64 = 64;
     let server = Child::spawn_with(&["--poll-timeout", "60"], |cmd| {
-        // SAFETY: the closure runs in the forked child before exec and only calls
-        // getrlimit/setrlimit, which are async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                lim.rlim_cur = LIMIT;
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        test_support::limits::set_soft_in_child(cmd, test_support::limits::Resource::OpenFiles, LIMIT);
     });
     let addr = server.addr;
     // A keep-alive connection made first: the way in while the hub is out of descriptors.
@@ -182,7 +147,7 @@ fn out_of_fds_the_hub_sleeps_keeps_its_polls_and_recovers() {
         wait_until(Duration::from_secs(5), || admin.get("/stats").json().get("connections").as_u64() == 1)
     );
     let base_fds = server.fd_count();
-    let base_threads = thread_count(server.pid);
+    let base_threads = server.thread_count();
 
     const CLIENTS: usize = 200;
     let mut polls: Vec<Client> = (0..CLIENTS)
@@ -253,7 +218,7 @@ fn out_of_fds_the_hub_sleeps_keeps_its_polls_and_recovers() {
     drop(fresh);
     let fds_back = wait_until(Duration::from_secs(5), || server.fd_count() == base_fds);
     assert!(fds_back, "server fds: {} now, {base_fds} before", server.fd_count());
-    assert_eq!(thread_count(server.pid), base_threads);
+    assert_eq!(server.thread_count(), base_threads);
     assert_eq!(admin.get("/stats").json().get("waiting_polls").as_u64(), 0);
 }
 
@@ -341,7 +306,7 @@ fn a_panicking_job_is_a_500_and_the_pool_keeps_its_threads() {
     });
     let addr = server.addr;
     assert_eq!(get(addr, "/work?ms=1").status, 200);
-    let threads = thread_count(server.pid);
+    let threads = server.thread_count();
 
     for round in 0..3 * WORKERS {
         let r = get(addr, "/work?ms=7");
@@ -364,7 +329,7 @@ fn a_panicking_job_is_a_500_and_the_pool_keeps_its_threads() {
     let s = stats(addr);
     assert_eq!((s.get("jobs_running").as_u64(), s.get("jobs_queued").as_u64()), (0, 0));
     assert_eq!(responses(&s, 500), 3 * WORKERS as u64 + 4 * WORKERS as u64);
-    assert_eq!(thread_count(server.pid), threads, "the pool lost or gained threads");
+    assert_eq!(server.thread_count(), threads, "the pool lost or gained threads");
     let log = server.stderr();
     assert!(log.contains("/work job panicked"), "{log}");
 }

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use test_support::rng::Rng;
 
 const CHANNELS: usize = 4;
 const FOLLOWERS_PER_CHANNEL: usize = 3;
@@ -58,26 +59,6 @@ impl Shared {
             eprintln!("soak: ERROR {e}");
             errors.push(e);
         }
-    }
-}
-
-/// A small xorshift generator: reproducible and dependency-free.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 
@@ -369,13 +350,13 @@ const CSV_HEAD: &str =
 
 fn sample(addr: SocketAddr, pid: u32, t0: Instant) -> Sample {
     // Descriptors first: the /stats connection below is closed by the time of the next one.
-    let fds = proc_fd_count(pid);
+    let fds = procfs::fd_count(pid).expect("read /proc/PID/fd");
     let s = stats(addr);
     let n = |k: &str| s.get(k).as_u64();
     Sample {
         t: t0.elapsed().as_secs_f64(),
         fds,
-        rss_kib: proc_rss(pid) / 1024,
+        rss_kib: procfs::rss_bytes(pid).expect("read /proc/PID/status") / 1024,
         connections: n("connections"),
         waiting: n("waiting_polls"),
         timers: n("timers_pending"),

@@ -49,7 +49,7 @@ const MAX_SECRET_FILE: u64 = 64 * 1024;
 /// Reads a token or key file: its contents with one trailing newline (`\n` or `\r\n`)
 /// removed. Missing, unreadable, empty (after that) or too large: a one-line error naming
 /// `flag` and the path.
-pub fn read_secret_file(flag: &str, path: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn read_secret_file(flag: &str, path: &str) -> Result<Vec<u8>, String> {
     let fail = |why: String| format!("{flag} {path}: {why}");
     let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
     let mut bytes = Vec::new();
@@ -72,7 +72,7 @@ pub fn read_secret_file(flag: &str, path: &str) -> Result<Vec<u8>, String> {
 /// Whether `a` and `b` are equal, looking at every byte of both whatever they hold (equal
 /// lengths only: callers compare fixed-size digests). Not cryptography: an XOR-fold, with
 /// `black_box` so the compiler cannot turn it back into an early exit.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -88,8 +88,9 @@ pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// HMAC-SHA256 of `msg` under `key`.
-pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+/// HMAC-SHA256 of `msg` under `key` (the tests check it against RFC 4231).
+#[cfg(test)]
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     let mut mac = keyed(key);
     mac.update(msg);
     mac.finalize().into_bytes().into()
@@ -115,7 +116,7 @@ impl PublishToken {
 
     /// Loads the token file. A token that could not be sent in a header (control bytes,
     /// spaces at either end) is refused too: it would lock every publisher out.
-    pub fn from_file(flag: &str, path: &str) -> Result<PublishToken, String> {
+    pub(crate) fn from_file(flag: &str, path: &str) -> Result<PublishToken, String> {
         let token = read_secret_file(flag, path)?;
         let sendable =
             token.iter().all(|&b| b == b' ' || b == b'\t' || (0x21..0x7f).contains(&b) || b >= 0x80)
@@ -162,7 +163,7 @@ fn trim_spaces(mut v: &[u8]) -> &[u8] {
 
 /// Why a subscribe token was refused (403, with [`TokenError::reason`] as the body).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     /// No `token=` in the query.
     Missing,
     /// Not `EXPIRY.SIG` with EXPIRY in decimal and SIG 64 lowercase hex digits.
@@ -174,7 +175,7 @@ pub enum TokenError {
 }
 
 impl TokenError {
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             TokenError::Missing => "subscribe token missing: add token=EXPIRY.SIG to the query",
             TokenError::Malformed => {
@@ -197,7 +198,7 @@ impl SubscribeKey {
         SubscribeKey { mac: keyed(key) }
     }
 
-    pub fn from_file(flag: &str, path: &str) -> Result<SubscribeKey, String> {
+    pub(crate) fn from_file(flag: &str, path: &str) -> Result<SubscribeKey, String> {
         Ok(SubscribeKey::new(&read_secret_file(flag, path)?))
     }
 
@@ -223,7 +224,7 @@ impl SubscribeKey {
     /// Checks `token` (the query's `token=` value, if any) for `channel` at time `now`.
     /// A token is good while `now < EXPIRY`. The signature is checked before the expiry, so
     /// "expired" is only ever said of a token this key signed.
-    pub fn verify(&self, channel: &str, token: Option<&str>, now: u64) -> Result<(), TokenError> {
+    pub(crate) fn verify(&self, channel: &str, token: Option<&str>, now: u64) -> Result<(), TokenError> {
         let token = token.ok_or(TokenError::Missing)?;
         if token.is_empty() {
             return Err(TokenError::Missing);
@@ -282,7 +283,8 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
 }
 
 /// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
+#[cfg(test)]
+fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     push_hex(&mut s, bytes);
     s
@@ -302,19 +304,19 @@ pub enum Cors {
 
 /// A request whose `Origin` [`Cors`] allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Grant {
+pub(crate) enum Grant {
     Any,
     /// Index into [`Cors::Origins`].
     Origin(usize),
 }
 
 /// Methods and request headers a preflight allows.
-pub const CORS_METHODS: &str = "GET, HEAD, POST, OPTIONS";
-pub const CORS_REQUEST_HEADERS: &str = "Authorization, Content-Type, If-None-Match, Last-Event-ID";
+pub(crate) const CORS_METHODS: &str = "GET, HEAD, POST, OPTIONS";
+pub(crate) const CORS_REQUEST_HEADERS: &str = "Authorization, Content-Type, If-None-Match, Last-Event-ID";
 /// Answer headers a page may read besides the always-readable ones.
-pub const CORS_EXPOSED_HEADERS: &str = "ETag, Retry-After, WWW-Authenticate";
+pub(crate) const CORS_EXPOSED_HEADERS: &str = "ETag, Retry-After, WWW-Authenticate";
 /// How long a browser may cache a preflight answer, seconds.
-pub const CORS_MAX_AGE: u32 = 600;
+pub(crate) const CORS_MAX_AGE: u32 = 600;
 
 impl Cors {
     /// Adds one `--allow-origin` value. `*` allows any origin; otherwise the value must be
@@ -344,7 +346,7 @@ impl Cors {
     }
 
     /// Whether a request with this `Origin` header is granted CORS.
-    pub fn grant(&self, origin: Option<&[u8]>) -> Option<Grant> {
+    pub(crate) fn grant(&self, origin: Option<&[u8]>) -> Option<Grant> {
         let origin = origin?;
         match self {
             Cors::Off => None,
@@ -364,7 +366,7 @@ impl Cors {
     /// `-Expose-Headers` when `grant` is given, and `Vary: Origin` whenever the answer
     /// depends on the request's origin (a list of origins), so no cache hands one origin's
     /// answer to another.
-    pub fn decorate(&self, mut resp: Response, grant: Option<Grant>) -> Response {
+    pub(crate) fn decorate(&self, mut resp: Response, grant: Option<Grant>) -> Response {
         if let Some(g) = grant {
             resp = resp
                 .header("Access-Control-Allow-Origin", self.allow_origin_value(g))
@@ -379,7 +381,7 @@ impl Cors {
 
 /// The answer to a preflight `OPTIONS` from a granted origin: 204 with what is allowed
 /// (and, like every answer to it, [`Cors::decorate`]d).
-pub fn cors_preflight() -> Response {
+pub(crate) fn cors_preflight() -> Response {
     Response::new(204)
         .header("Access-Control-Allow-Methods", CORS_METHODS)
         .header("Access-Control-Allow-Headers", CORS_REQUEST_HEADERS)

@@ -104,11 +104,11 @@ SIGINT/SIGTERM stop gracefully (held polls get 304) with exit code 0.
 
 /// Most `--workers`: each is a thread with its own stack, and thread start-up past what the
 /// kernel allows (memory maps, tasks) is not a clean error (std panics in the new thread).
-pub const MAX_WORKERS: usize = 1024;
+pub(crate) const MAX_WORKERS: usize = 1024;
 
 /// Most `--work-queue`: a queued job is a few dozen bytes, and a disconnecting client's job
 /// is found by a scan of the queue (about a millisecond at this length).
-pub const MAX_WORK_QUEUE: usize = 1_000_000;
+pub(crate) const MAX_WORK_QUEUE: usize = 1_000_000;
 
 /// What the command line asks for.
 // Built once at start and taken apart at once: boxing the big variant would buy nothing.
@@ -126,9 +126,9 @@ pub enum Command {
 }
 
 /// Default lifetime of a token printed by `tidings token`, seconds.
-pub const DEFAULT_TOKEN_TTL: u64 = 3600;
+pub(crate) const DEFAULT_TOKEN_TTL: u64 = 3600;
 /// Longest `--ttl` (ten years): beyond it a token is a password, and should be one.
-pub const MAX_TOKEN_TTL: u64 = 10 * 366 * 86_400;
+pub(crate) const MAX_TOKEN_TTL: u64 = 10 * 366 * 86_400;
 
 /// Parses the arguments (without the program name).
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {

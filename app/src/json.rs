@@ -32,7 +32,7 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// The length of `s` escaped by [`push_str`], without the quotes.
-pub fn escaped_len(s: &str) -> usize {
+pub(crate) fn escaped_len(s: &str) -> usize {
     s.bytes()
         .map(|b| match b {
             b'"' | b'\\' | b'\n' | b'\r' | b'\t' => 2,
@@ -50,7 +50,7 @@ pub fn push_u64(out: &mut Vec<u8>, v: u64) {
 }
 
 /// Appends `data` in standard base64 with padding, inside quotes.
-pub fn push_base64(out: &mut Vec<u8>, data: &[u8]) {
+pub(crate) fn push_base64(out: &mut Vec<u8>, data: &[u8]) {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     out.push(b'"');
     for chunk in data.chunks(3) {
@@ -62,13 +62,6 @@ pub fn push_base64(out: &mut Vec<u8>, data: &[u8]) {
         out.push(if chunk.len() > 2 { ALPHABET[n as usize & 63] } else { b'=' });
     }
     out.push(b'"');
-}
-
-/// Appends a hexadecimal u64 (16 digits).
-pub fn push_hex(out: &mut Vec<u8>, v: u64) {
-    for i in (0..16).rev() {
-        out.push(HEX[((v >> (i * 4)) & 0xf) as usize]);
-    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@
 //! - [`config`]: command-line flags.
 //! - [`json`]: the few JSON helpers the answers need.
 
+// Every `unsafe` block of the project is in `reactor::sys` (RELIABILITY.md lists them).
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod config;
 pub mod hub;

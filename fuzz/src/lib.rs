@@ -1,8 +1,7 @@
-//! Shared by the fuzz targets: an in-process loopback driver for a real [`http::Server`], a
-//! strict checker of the response stream a client receives, and a small JSON parser to check
-//! the hub's answers.
+//! Shared by the fuzz targets: an in-process loopback driver for a real [`http::Server`] and a
+//! strict checker of the response stream a client receives. The strict JSON reader that checks
+//! the hub's answers is `test_support::json`, the tests' own.
 
-pub mod json;
 pub mod loopback;
 pub mod responses;
 

@@ -6,11 +6,12 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use http::{Config, Server, Service};
 use reactor::Reactor;
+use test_support::sockets::{connect_shaped, set_linger_zero, Shape};
 
 /// How long the server gets to let go of a connection the client closed. Generous: a
 /// loaded machine may deschedule us; a real leak never ends.
@@ -182,7 +183,9 @@ impl<S: Service> Loopback<S> {
                 }
                 complete = client.eof && !client.reset;
             }
-            CloseMode::Reset => set_linger_zero(&client.stream),
+            CloseMode::Reset => {
+                let _ = set_linger_zero(client.stream.as_raw_fd());
+            }
             CloseMode::Drop => {}
         }
         let Client { stream, received, .. } = client;
@@ -217,67 +220,10 @@ impl<S: Service> Loopback<S> {
     }
 }
 
+/// A blocking client connection. SO_RCVBUF must be set before connect to shrink the window
+/// the client advertises; `connect_shaped` also finishes a connect a signal interrupted
+/// (libFuzzer's timeout alarm).
 fn connect(addr: SocketAddr, small_rcvbuf: bool) -> io::Result<TcpStream> {
-    // By hand rather than `TcpStream::connect`: SO_RCVBUF must be set before connect to
-    // shrink the advertised window, and an interrupted connect must be finished (below).
-    // SAFETY: plain socket syscalls on a fresh fd we own; the sockaddr is built on the stack.
-    unsafe {
-        let fd: RawFd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let stream = TcpStream::from_raw_fd(fd);
-        if small_rcvbuf {
-            let size: libc::c_int = 2048;
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                &size as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-        let SocketAddr::V4(v4) = addr else { unreachable!("we bind 127.0.0.1") };
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
-            sin_zero: [0; 8],
-        };
-        // A signal (libFuzzer's timeout alarm) can interrupt connect: the handshake goes on
-        // regardless, so ask again until it says connected (EISCONN).
-        loop {
-            let rc = libc::connect(
-                fd,
-                &sin as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            );
-            if rc == 0 {
-                return Ok(stream);
-            }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EISCONN) => return Ok(stream),
-                Some(libc::EINTR | libc::EALREADY | libc::EINPROGRESS) => {
-                    std::thread::sleep(Duration::from_millis(1))
-                }
-                _ => return Err(e),
-            }
-        }
-    }
-}
-
-fn set_linger_zero(stream: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: setsockopt on an open socket with a correctly sized option value.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    let shape = Shape { recv_buffer: small_rcvbuf.then_some(2048), ..Shape::default() };
+    connect_shaped(addr, shape)
 }

@@ -245,7 +245,7 @@ fn extension(e: Ext, b: u8) -> Result<State, HttpError> {
 }
 
 /// A token character (RFC 9110 §5.6.2).
-pub fn is_tchar(b: u8) -> bool {
+pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 

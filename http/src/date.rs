@@ -16,7 +16,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The wall clock: time since the Unix epoch.
-pub type WallClock = fn() -> Duration;
+pub(crate) type WallClock = fn() -> Duration;
 
 fn system_clock() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
@@ -45,7 +45,7 @@ impl DateCache {
     }
 
     /// A cache on another clock (tests step it).
-    pub fn with_clock(clock: WallClock) -> DateCache {
+    pub(crate) fn with_clock(clock: WallClock) -> DateCache {
         DateCache { clock, next_read_ms: 0, second: u64::MAX, text: [b' '; 29] }
     }
 
@@ -71,7 +71,7 @@ impl DateCache {
 }
 
 /// Formats a Unix time (seconds) as IMF-fixdate.
-pub fn format_imf_fixdate(unix_secs: u64) -> [u8; 29] {
+pub(crate) fn format_imf_fixdate(unix_secs: u64) -> [u8; 29] {
     const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
     const MONTHS: [&[u8; 3]; 12] =
         [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];

@@ -21,6 +21,9 @@
 //! - slow handlers blocked everyone: a [`Responder`] can be kept and answered later, from a
 //!   timer or a worker-pool result arriving through the reactor's `Remote`.
 
+// Every `unsafe` block of the project is in `reactor::sys` (RELIABILITY.md lists them).
+#![forbid(unsafe_code)]
+
 pub mod body;
 pub mod buffers;
 pub mod date;

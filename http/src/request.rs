@@ -33,7 +33,7 @@
 //!
 //! A request whose body is not all in yet waits in the connection's read buffer. Parsing its
 //! head again on every read would cost head size x reads (a 16 KiB head with a body sent a
-//! byte at a time). Instead, the first parse is remembered as a [`KeptHead`]: the framing,
+//! byte at a time). Instead, the first parse is remembered as a `KeptHead`: the framing,
 //! and the positions (relative to the start of the request) of the method, target and every
 //! header name and value. The head's bytes stay where they are in the buffer (only bytes
 //! before the request, or decoded chunked bytes after it, are ever removed), so when the body
@@ -202,7 +202,7 @@ pub fn downgrade_minor_version(buf: &mut [u8]) {
 
 /// Whether the request at the start of `buf` names the HEAD method, judged from its first
 /// bytes alone: a rejected request may not parse, and its answer must still have no body.
-pub fn names_head_method(buf: &[u8]) -> bool {
+pub(crate) fn names_head_method(buf: &[u8]) -> bool {
     buf[request_line_start(buf)..].starts_with(b"HEAD ")
 }
 
@@ -340,7 +340,7 @@ where
 /// A parsed head remembered by position, for a request whose body is still arriving (see
 /// the module docs): rebuilt into a [`Request`] without parsing again.
 #[derive(Debug, Clone)]
-pub struct KeptHead {
+pub(crate) struct KeptHead {
     pub framing: Framing,
     version_minor: u8,
     method: Range<usize>,
@@ -351,7 +351,7 @@ pub struct KeptHead {
 
 impl KeptHead {
     /// Remembers `req`, parsed from `buf` (which starts where the request starts).
-    pub fn new(buf: &[u8], req: &Request<'_>, framing: Framing) -> KeptHead {
+    pub(crate) fn new(buf: &[u8], req: &Request<'_>, framing: Framing) -> KeptHead {
         KeptHead {
             framing,
             version_minor: req.version_minor,
@@ -366,7 +366,7 @@ impl KeptHead {
     }
 
     /// The headers, borrowed again from `buf` (the same bytes the head was parsed from).
-    pub fn headers<'b>(&self, buf: &'b [u8]) -> Vec<httparse::Header<'b>> {
+    pub(crate) fn headers<'b>(&self, buf: &'b [u8]) -> Vec<httparse::Header<'b>> {
         self.headers
             .iter()
             .map(|(n, v)| httparse::Header { name: text(buf, n), value: bytes(buf, v) })
@@ -374,7 +374,7 @@ impl KeptHead {
     }
 
     /// The request again, borrowing `buf`, `headers` (from [`KeptHead::headers`]) and `body`.
-    pub fn request<'a>(
+    pub(crate) fn request<'a>(
         &self,
         buf: &'a [u8],
         headers: &'a [httparse::Header<'a>],

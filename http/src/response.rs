@@ -104,7 +104,7 @@ impl Response {
     }
 
     /// The extra header lines: the response's own, then the shared ones.
-    pub fn extra_headers(&self) -> [&str; 2] {
+    pub(crate) fn extra_headers(&self) -> [&str; 2] {
         [&self.extra, self.shared.as_deref().unwrap_or("")]
     }
 }

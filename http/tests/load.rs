@@ -23,8 +23,7 @@ fn emfile_server_child() {
     if std::env::var_os(EMFILE_CHILD_ENV).is_none() {
         return;
     }
-    let (_, hard) = reactor::sys::nofile_limit().unwrap();
-    reactor::sys::set_nofile_limit(EMFILE_LIMIT, hard).unwrap();
+    test_support::limits::set_nofile_soft_limit(EMFILE_LIMIT).unwrap();
     let server = common::start(common::config());
     println!("EMFILE-ADDR {}", server.addr);
     std::io::stdout().flush().unwrap();
@@ -46,18 +45,6 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// utime + stime of a process, from /proc/<pid>/stat.
-fn process_cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after_comm.split(' ').collect();
-    // Fields 14 and 15 of stat(5); field 3 is the first after the command name.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis(ticks * 1000 / hz)
 }
 
 /// The server runs with a limit of 64 fds and gets 200 connections: accept fails with EMFILE
@@ -109,10 +96,10 @@ fn emfile_does_not_spin_and_recovers() {
     assert!(served < clients.len(), "all {served} served: the fd limit did not bite");
 
     // Out of fds with connections pending: the loop must sleep, not spin on the listener.
-    let cpu0 = process_cpu(pid);
+    let cpu0 = test_support::procfs::cpu_time(pid).unwrap();
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
-    let cpu = process_cpu(pid) - cpu0;
+    let cpu = test_support::procfs::cpu_time(pid).unwrap() - cpu0;
     let wall = t0.elapsed();
     eprintln!("EMFILE: {served} of {} served; server CPU {cpu:?} over {wall:?}", clients.len());
     assert!(cpu.as_secs_f64() < 0.3 * wall.as_secs_f64(), "server used {cpu:?} CPU in {wall:?} at EMFILE");
@@ -237,7 +224,7 @@ fn sequential_requests_from_nodelay_client_are_fast() {
 #[test]
 fn five_thousand_concurrent_keep_alive_connections() {
     let _serial = common::serial();
-    let limit = reactor::sys::raise_nofile_limit().unwrap();
+    let limit = test_support::limits::raise_nofile_limit().unwrap();
     let n = 5000;
     assert!(limit >= 2 * n as u64 + 100, "RLIMIT_NOFILE hard limit {limit} too low for {n} connections");
     let mut config = common::config();

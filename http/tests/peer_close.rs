@@ -38,7 +38,7 @@ struct Baseline {
 }
 
 fn fd_count() -> usize {
-    reactor::sys::open_fd_count().unwrap()
+    test_support::procfs::open_fd_count().unwrap()
 }
 
 fn baseline(s: &TestServer) -> Baseline {

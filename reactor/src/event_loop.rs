@@ -112,9 +112,6 @@ impl Ready {
     pub fn is_error(self) -> bool {
         self.0 & libc::EPOLLERR as u32 != 0
     }
-    pub fn bits(self) -> u32 {
-        self.0
-    }
 }
 
 /// A registration handle: slab slot + generation.
@@ -368,10 +365,6 @@ impl<M> Reactor<M> {
     /// Asks [`run`](Self::run) to return after the current turn.
     pub fn stop(&mut self) {
         self.stopping = true;
-    }
-
-    pub fn is_stopping(&self) -> bool {
-        self.stopping
     }
 
     /// Runs turns until [`stop`](Self::stop) is called.

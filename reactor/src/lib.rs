@@ -28,11 +28,15 @@
 //! r.run(&mut App).unwrap();
 //! ```
 
+// `unsafe` is refused everywhere but in `sys`, the one module of syscall wrappers.
+#![deny(unsafe_code)]
+
 pub mod event_loop;
 pub mod net;
 pub mod pool;
 pub mod remote;
 pub mod signals;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod wheel;
 

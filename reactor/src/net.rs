@@ -90,18 +90,14 @@ impl Stream {
         sys::writev(self.fd.raw(), bufs)
     }
 
-    /// TCP_NODELAY: see [`sys::set_nodelay`] for the Nagle + delayed-ACK stall it prevents.
+    /// TCP_NODELAY: see `sys::set_nodelay` for the Nagle + delayed-ACK stall it prevents.
     pub fn set_nodelay(&self) -> io::Result<()> {
         sys::set_nodelay(self.fd.raw())
     }
 
-    /// TCP_QUICKACK: acknowledge what was received right away. See [`sys::set_quickack`].
+    /// TCP_QUICKACK: acknowledge what was received right away. See `sys::set_quickack`.
     pub fn set_quickack(&self) -> io::Result<()> {
         sys::set_quickack(self.fd.raw())
-    }
-
-    pub fn set_send_buffer(&self, bytes: usize) -> io::Result<()> {
-        sys::set_send_buffer(self.fd.raw(), bytes)
     }
 
     pub fn shutdown_write(&self) -> io::Result<()> {

@@ -81,7 +81,7 @@ impl StopSignal {
         self.0.load(Ordering::Relaxed)
     }
 
-    pub fn raise(&self) {
+    pub(crate) fn raise(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
 }

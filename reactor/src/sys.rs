@@ -6,6 +6,10 @@
 //! HTTP crate are written in safe Rust on top of these wrappers, the way mio's
 //! `sys/unix` sits under mio.
 //!
+//! Only what the product calls is here. Probes that only tests and benches want (CPU clocks,
+//! `/proc` readers, fd counts, resource limits, SO_LINGER 0 to send RST, signals to a pid)
+//! live in the `test-support` crate, which is no dependency of the product.
+//!
 //! File descriptors are owned by [`Fd`], which closes on drop, so an fd is closed
 //! exactly once. Callers that register an fd with epoll must deregister it *before*
 //! dropping the `Fd` (see the `event_loop` module docs for why).
@@ -13,7 +17,6 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
-use std::time::Duration;
 
 /// Turns a libc return value into `io::Result`, reading `errno` on -1.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -37,10 +40,6 @@ fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
 pub struct Fd(RawFd);
 
 impl Fd {
-    /// Takes ownership of `fd`. The caller promises nobody else will close it.
-    pub fn from_raw(fd: RawFd) -> Fd {
-        Fd(fd)
-    }
     pub fn raw(&self) -> RawFd {
         self.0
     }
@@ -108,21 +107,21 @@ pub fn eventfd() -> io::Result<Fd> {
 }
 
 /// A non-blocking, close-on-exec pipe: (read end, write end).
-pub fn pipe() -> io::Result<(Fd, Fd)> {
+pub(crate) fn pipe() -> io::Result<(Fd, Fd)> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
     cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) })?;
     Ok((Fd(fds[0]), Fd(fds[1])))
 }
 
-pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
     cvt_size(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
 }
 
 /// Reads into the spare capacity of `buf` (after its current length) and grows its length
 /// by the number of bytes read. Avoids zero-filling buffers before every read.
-pub fn read_into_spare(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
+pub(crate) fn read_into_spare(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
     let spare = buf.spare_capacity_mut();
     // SAFETY: `spare` is valid for writes of `spare.len()` bytes; the kernel writes at most
     // that many and tells us how many.
@@ -132,13 +131,13 @@ pub fn read_into_spare(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
     Ok(n)
 }
 
-pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+pub(crate) fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
     cvt_size(unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) })
 }
 
 /// Gathers several buffers into one `writev` (at most `IOV_MAX` = 1024 of them).
-pub fn writev(fd: RawFd, bufs: &[&[u8]]) -> io::Result<usize> {
+pub(crate) fn writev(fd: RawFd, bufs: &[&[u8]]) -> io::Result<usize> {
     let mut iov: [MaybeUninit<libc::iovec>; 64] = [MaybeUninit::uninit(); 64];
     let n = bufs.len().min(iov.len());
     for (slot, b) in iov.iter_mut().zip(&bufs[..n]) {
@@ -174,7 +173,7 @@ pub fn eventfd_drain(fd: RawFd) -> io::Result<u64> {
 // ---------------------------------------------------------------------------------------
 
 /// Installs `handler` for `signo` with SA_RESTART (so blocking calls elsewhere are resumed).
-pub fn set_signal_handler(signo: libc::c_int, handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
+pub(crate) fn set_signal_handler(signo: libc::c_int, handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
     // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value; we then set the
     // handler pointer to an `extern "C" fn(c_int)`, which matches sa_handler's ABI.
     unsafe {
@@ -189,7 +188,7 @@ pub fn set_signal_handler(signo: libc::c_int, handler: extern "C" fn(libc::c_int
 
 /// Sets `signo` to be ignored (used for SIGPIPE: a write to a closed socket then returns
 /// EPIPE instead of killing the process).
-pub fn ignore_signal(signo: libc::c_int) -> io::Result<()> {
+pub(crate) fn ignore_signal(signo: libc::c_int) -> io::Result<()> {
     // SAFETY: SIG_IGN is a valid disposition for any catchable signal.
     let prev = unsafe { libc::signal(signo, libc::SIG_IGN) };
     if prev == libc::SIG_ERR {
@@ -199,7 +198,7 @@ pub fn ignore_signal(signo: libc::c_int) -> io::Result<()> {
 }
 
 /// Restores the default disposition of `signo`.
-pub fn default_signal(signo: libc::c_int) -> io::Result<()> {
+pub(crate) fn default_signal(signo: libc::c_int) -> io::Result<()> {
     // SAFETY: SIG_DFL is a valid disposition for any signal.
     let prev = unsafe { libc::signal(signo, libc::SIG_DFL) };
     if prev == libc::SIG_ERR {
@@ -209,31 +208,24 @@ pub fn default_signal(signo: libc::c_int) -> io::Result<()> {
 }
 
 /// This thread's `errno`. Async-signal-safe (a signal handler saves it with this).
-pub fn errno() -> libc::c_int {
+pub(crate) fn errno() -> libc::c_int {
     // SAFETY: __errno_location returns a valid pointer to the calling thread's errno, for
     // as long as the thread lives.
     unsafe { *libc::__errno_location() }
 }
 
 /// Sets this thread's `errno` (a signal handler restores it with this).
-pub fn set_errno(value: libc::c_int) {
+pub(crate) fn set_errno(value: libc::c_int) {
     // SAFETY: as in `errno`: a valid pointer to the calling thread's own errno.
     unsafe { *libc::__errno_location() = value }
 }
 
 /// Raw `write(2)` usable from a signal handler (async-signal-safe: no allocation, no locks).
-pub fn write_byte_from_signal_handler(fd: RawFd, byte: u8) {
+pub(crate) fn write_byte_from_signal_handler(fd: RawFd, byte: u8) {
     // SAFETY: writes one byte from a stack variable; write(2) is async-signal-safe.
     unsafe {
         libc::write(fd, (&byte as *const u8).cast(), 1);
     }
-}
-
-/// Sends `signo` to this process (used by tests and by the app's self-stop).
-pub fn raise_signal(signo: libc::c_int) -> io::Result<()> {
-    // SAFETY: kill(getpid(), signo) with a valid signal number.
-    cvt(unsafe { libc::kill(libc::getpid(), signo) })?;
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -264,34 +256,14 @@ fn getsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Resul
 
 /// Disables Nagle's algorithm: small responses leave at once instead of waiting for the ACK
 /// of the previous segment (which the client may delay by up to 200 ms: the keep-alive stall).
-pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
+pub(crate) fn set_nodelay(fd: RawFd) -> io::Result<()> {
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
 }
 
 /// Asks the kernel to send a pending ACK now instead of delaying it (up to 40 ms on Linux).
 /// Not sticky: the kernel may return to delayed ACKs later, so it is set when it matters.
-pub fn set_quickack(fd: RawFd) -> io::Result<()> {
+pub(crate) fn set_quickack(fd: RawFd) -> io::Result<()> {
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_QUICKACK, 1)
-}
-
-pub fn set_send_buffer(fd: RawFd, bytes: usize) -> io::Result<()> {
-    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, bytes.min(i32::MAX as usize) as i32)
-}
-
-/// Sets SO_LINGER {on, 0}: close() then sends RST instead of FIN (used by tests to simulate resets).
-pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
-    let l = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: passes a pointer to a live linger struct with its exact size.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    })?;
-    Ok(())
 }
 
 /// Pending socket error (SO_ERROR), cleared by the read.
@@ -345,7 +317,7 @@ fn sockaddr_to(storage: &libc::sockaddr_storage) -> Option<std::net::SocketAddr>
 }
 
 /// socket + SO_REUSEADDR (+ SO_REUSEPORT) + bind + listen, non-blocking and close-on-exec.
-pub fn tcp_listen(addr: &std::net::SocketAddr, reuse_port: bool, backlog: i32) -> io::Result<Fd> {
+pub(crate) fn tcp_listen(addr: &std::net::SocketAddr, reuse_port: bool, backlog: i32) -> io::Result<Fd> {
     let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     // SAFETY: plain syscall creating a new socket fd.
     let fd = Fd(cvt(unsafe {
@@ -364,7 +336,7 @@ pub fn tcp_listen(addr: &std::net::SocketAddr, reuse_port: bool, backlog: i32) -
 }
 
 /// The address a socket is bound to (to learn the ephemeral port after binding port 0).
-pub fn local_addr(fd: RawFd) -> io::Result<std::net::SocketAddr> {
+pub(crate) fn local_addr(fd: RawFd) -> io::Result<std::net::SocketAddr> {
     // SAFETY: zeroed storage is valid; the kernel fills at most `len` bytes.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -375,7 +347,7 @@ pub fn local_addr(fd: RawFd) -> io::Result<std::net::SocketAddr> {
 
 /// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC: the new socket is born non-blocking, with no
 /// window in which a fork+exec could inherit it.
-pub fn accept(listener: RawFd) -> io::Result<(Fd, Option<std::net::SocketAddr>)> {
+pub(crate) fn accept(listener: RawFd) -> io::Result<(Fd, Option<std::net::SocketAddr>)> {
     // SAFETY: zeroed storage is valid; the kernel fills at most `len` bytes.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -393,7 +365,7 @@ pub fn accept(listener: RawFd) -> io::Result<(Fd, Option<std::net::SocketAddr>)>
 
 /// Starts a non-blocking TCP connect. The socket is returned at once; the connection is
 /// established when it becomes writable (then check [`take_socket_error`]).
-pub fn tcp_connect(addr: &std::net::SocketAddr) -> io::Result<Fd> {
+pub(crate) fn tcp_connect(addr: &std::net::SocketAddr) -> io::Result<Fd> {
     let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     // SAFETY: plain syscall creating a new socket fd.
     let fd = Fd(cvt(unsafe {
@@ -412,78 +384,23 @@ pub fn tcp_connect(addr: &std::net::SocketAddr) -> io::Result<Fd> {
 }
 
 /// shutdown(2) of the write side (sends FIN once queued data has left).
-pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
+pub(crate) fn shutdown_write(fd: RawFd) -> io::Result<()> {
     // SAFETY: plain syscall on an fd the caller owns.
     cvt(unsafe { libc::shutdown(fd, libc::SHUT_WR) })?;
     Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
-// Process resources
+// Thread priority
 // ---------------------------------------------------------------------------------------
-
-/// (soft, hard) RLIMIT_NOFILE.
-pub fn nofile_limit() -> io::Result<(u64, u64)> {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `r` is a live rlimit for the kernel to fill.
-    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) })?;
-    Ok((r.rlim_cur, r.rlim_max))
-}
-
-pub fn set_nofile_limit(soft: u64, hard: u64) -> io::Result<()> {
-    let r = libc::rlimit { rlim_cur: soft, rlim_max: hard };
-    // SAFETY: `r` is a valid rlimit read by the kernel.
-    cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) })?;
-    Ok(())
-}
-
-/// Raises the soft fd limit to the hard limit; returns the new soft limit.
-pub fn raise_nofile_limit() -> io::Result<u64> {
-    let (_, hard) = nofile_limit()?;
-    set_nofile_limit(hard, hard)?;
-    Ok(hard)
-}
 
 /// Sets the nice value of the calling thread (not the whole process) to `nice`:
 /// `setpriority(PRIO_PROCESS, gettid(), nice)`. On Linux a thread id given to PRIO_PROCESS
 /// names that one thread, so the loop's thread keeps its priority while a worker lowers its
 /// own. Raising a priority (a lower value than the current one) needs privileges: EACCES.
-pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+pub(crate) fn set_thread_nice(nice: i32) -> io::Result<()> {
     // SAFETY: gettid takes no arguments and cannot fail; setpriority takes three integers,
     // reads no memory of ours and changes only the scheduling priority of this thread.
     cvt(unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) })?;
     Ok(())
-}
-
-/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`, normally 100): the unit of the CPU times
-/// in `/proc/PID/stat`. Falls back to 100 if sysconf reports nothing.
-pub fn clock_ticks_per_second() -> u64 {
-    // SAFETY: sysconf takes an integer name, reads no memory of ours and has no side effects.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 {
-        ticks as u64
-    } else {
-        100
-    }
-}
-
-/// CPU time (user + system) consumed by this thread so far.
-pub fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a live timespec for the kernel to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// CPU time (user + system) consumed by the whole process so far.
-pub fn process_cpu_time() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a live timespec for the kernel to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// Number of open file descriptors of this process (entries of /proc/self/fd), for leak checks.
-pub fn open_fd_count() -> io::Result<usize> {
-    Ok(std::fs::read_dir("/proc/self/fd")?.count().saturating_sub(1))
 }

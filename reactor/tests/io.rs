@@ -247,14 +247,17 @@ fn check_peer_close<S: AsRawFd>(conn: S, kill_peer: impl FnOnce()) -> Closer<S> 
 
     // No spin: the next turn has nothing to report and sleeps for the whole 200 ms.
     let iterations = r.stats().iterations;
-    let cpu = sys::thread_cpu_time();
+    let cpu = test_support::cpu::thread_cpu_time();
     let t = Instant::now();
     let n = r.run_once(&mut h, Some(Duration::from_millis(200))).unwrap();
     let waited = t.elapsed();
     assert_eq!(n, 0);
     assert!(waited >= Duration::from_millis(180), "run_once returned after {waited:?}: spinning?");
     assert_eq!(r.stats().iterations, iterations + 1);
-    assert!(sys::thread_cpu_time() - cpu < Duration::from_millis(100), "the idle turn burned CPU");
+    assert!(
+        test_support::cpu::thread_cpu_time() - cpu < Duration::from_millis(100),
+        "the idle turn burned CPU"
+    );
     assert_eq!(h.reports.len(), 1);
     h
 }
@@ -280,7 +283,7 @@ fn peer_close_fin_is_reported_once() {
 fn peer_reset_is_reported_once() {
     let (server, client) = tcp_pair();
     let h = check_peer_close(server, move || {
-        sys::set_linger_zero(client.as_raw_fd()).unwrap();
+        test_support::sockets::set_linger_zero(client.as_raw_fd()).unwrap();
         drop(client); // close() with SO_LINGER {1, 0} sends RST instead of FIN
     });
     let ready = h.reports[0];

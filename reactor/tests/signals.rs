@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use reactor::{sys, Event, Handler, Reactor};
+use reactor::{Event, Handler, Reactor};
 
 #[derive(Default)]
 struct Signals {
@@ -42,13 +42,13 @@ fn watched_signals_reach_on_signal() {
     drop(other);
 
     let mut h = Signals::default();
-    sys::raise_signal(libc::SIGUSR1).unwrap();
+    test_support::process::raise_in_process(libc::SIGUSR1).unwrap();
     wait_for_signals(&mut r, &mut h, 1);
     assert_eq!(h.got, vec![libc::SIGUSR1]);
     assert_eq!(r.stats().signals, 1);
 
     // Raised from another thread (the kernel may run the handler on any thread).
-    std::thread::spawn(|| sys::raise_signal(libc::SIGUSR2).unwrap()).join().unwrap();
+    std::thread::spawn(|| test_support::process::raise_in_process(libc::SIGUSR2).unwrap()).join().unwrap();
     wait_for_signals(&mut r, &mut h, 2);
     assert_eq!(h.got, vec![libc::SIGUSR1, libc::SIGUSR2]);
 

@@ -17,27 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use reactor::wheel::{LEVELS, MAX_TICKS};
 use reactor::{TimerId, TimerWheel};
-
-/// xorshift64*: tiny, deterministic, good enough to drive a randomized test.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-}
+use test_support::rng::Rng;
 
 /// Drains everything due at `now`.
 fn drain(w: &mut TimerWheel<u64>, now: u64) -> Vec<u64> {
@@ -82,7 +62,7 @@ fn check_exact_firing(w: &mut TimerWheel<u64>, deadlines: &[u64]) {
 #[test]
 fn fires_in_deadline_order() {
     let mut w = TimerWheel::new();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     // 2,000 timers over the first 5 levels, several per tick.
     let mut expected: Vec<u64> = (0..2_000).map(|_| 1 + rng.below(1 << 24)).collect();
     for &d in &expected {
@@ -336,7 +316,7 @@ fn random_step(rng: &mut Rng, calm: bool) -> u64 {
 #[test]
 fn randomized_against_btreemap_model() {
     const OPS: usize = 100_000;
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ 0x1234_5678);
+    let mut rng = Rng::new(0x2545_f491_4f6c_dd1d ^ 0x1234_5678);
     let mut w: TimerWheel<u64> = TimerWheel::new();
     let mut m = Model { queue: BTreeMap::new(), live: HashMap::new() };
     // Every id ever handed out (for stale cancels), and a bag of seqs to pick victims from.

@@ -1,6 +1,7 @@
 //! Shared helpers of the end-to-end tests: a tiny blocking HTTP/1.1 client over
-//! `std::net::TcpStream`, a small JSON parser, and two ways to run the hub: in-process on a
-//! thread ([`start`]) or as the real `tidings` binary ([`Child::spawn`]).
+//! `std::net::TcpStream` and two ways to run the hub: in-process on a thread ([`start`]) or
+//! as the real `tidings` binary ([`Child::spawn`]). The JSON reader, the `/proc` readers and
+//! the socket and process probes are the `test-support` crate's (re-exported here).
 //!
 //! Every socket has a read timeout, so a server that never answers fails the test instead of
 //! hanging it; every child process is killed when its guard drops.
@@ -16,6 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use app::Options;
+#[allow(unused_imports)] // each test binary uses some of them
+pub use test_support::{base64, json, procfs, sockets, Json};
 
 /// How long a client waits for an answer before the test fails.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(15);
@@ -64,7 +67,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
 /// Raises this process's open-file limit to its hard limit (children inherit it) and
 /// returns it.
 pub fn raise_nofile() -> u64 {
-    reactor::sys::raise_nofile_limit().expect("raise RLIMIT_NOFILE")
+    test_support::limits::raise_nofile_limit().expect("raise RLIMIT_NOFILE")
 }
 
 /// Path of the `tidings` binary. Cargo sets `CARGO_BIN_EXE_<name>` only for binaries of the
@@ -162,9 +165,8 @@ impl Child {
     }
 
     pub fn signal(&self, signo: i32) {
-        // SAFETY: plain kill(2) on our own child's pid.
-        let rc = unsafe { libc::kill(self.pid as libc::pid_t, signo) };
-        assert_eq!(rc, 0, "kill({}, {signo})", self.pid);
+        test_support::process::kill(self.pid, signo)
+            .unwrap_or_else(|e| panic!("kill({}, {signo}): {e}", self.pid));
     }
 
     /// Waits at most `limit` for the child to exit.
@@ -183,17 +185,22 @@ impl Child {
 
     /// User + system CPU time of the child so far, from /proc/PID/stat.
     pub fn cpu_time(&self) -> Duration {
-        proc_cpu_time(self.pid)
+        procfs::cpu_time(self.pid).expect("read /proc/PID/stat")
     }
 
     /// Open file descriptors of the child, from /proc/PID/fd.
     pub fn fd_count(&self) -> usize {
-        proc_fd_count(self.pid)
+        procfs::fd_count(self.pid).expect("read /proc/PID/fd")
     }
 
     /// Resident memory of the child in bytes (VmRSS of /proc/PID/status).
     pub fn rss(&self) -> u64 {
-        proc_rss(self.pid)
+        procfs::rss_bytes(self.pid).expect("read VmRSS of /proc/PID/status")
+    }
+
+    /// Threads of the child, from /proc/PID/task.
+    pub fn thread_count(&self) -> usize {
+        procfs::thread_count(self.pid).expect("read /proc/PID/task")
     }
 }
 
@@ -204,32 +211,29 @@ impl Drop for Child {
     }
 }
 
-/// Open file descriptors of process `pid`, from /proc/PID/fd.
-pub fn proc_fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("read /proc/PID/fd").count()
-}
-
-/// Resident memory of process `pid` in bytes (VmRSS of /proc/PID/status).
-pub fn proc_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS in /proc/PID/status");
-    let kib: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("VmRSS value");
-    kib * 1024
-}
-
-/// utime + stime of process `pid` (fields 14 and 15 of /proc/PID/stat, in clock ticks).
-pub fn proc_cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
-    // The command name (field 2) is in parentheses and may hold spaces: split after it.
-    let after = &stat[stat.rfind(')').expect("stat format") + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // `after` starts at field 3 (state): utime is field 14, stime field 15.
-    let utime: u64 = fields[11].parse().expect("utime");
-    let stime: u64 = fields[12].parse().expect("stime");
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let hz = if hz > 0 { hz as u64 } else { 100 };
-    Duration::from_micros((utime + stime) * 1_000_000 / hz)
+/// Runs the binary with `args` to completion and returns its output; kills it if it runs for
+/// more than `limit` (a bad flag that was accepted would start a server and never exit).
+pub fn run(args: &[&str], limit: Duration) -> std::process::Output {
+    let child = Command::new(tidings_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tidings");
+    let pid = child.id();
+    // Waited for on a thread, which also drains both pipes (a full pipe would block the child).
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            // Our own child, not reaped yet (the thread still waits for it).
+            let _ = test_support::process::kill(pid, libc::SIGKILL);
+            let out = rx.recv().expect("waiting thread").expect("wait");
+            panic!("tidings {args:?} did not exit; stderr: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
 }
 
 // ----- client ------------------------------------------------------------------------------
@@ -253,7 +257,7 @@ impl Resp {
     }
 
     pub fn json(&self) -> Json {
-        Json::parse(&self.text()).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", self.text()))
+        json::parse(&self.body).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", self.text()))
     }
 
     pub fn etag(&self) -> &str {
@@ -440,21 +444,8 @@ impl Client {
     }
 }
 
-/// Closes `s` abruptly: SO_LINGER 0, so the kernel sends RST instead of FIN.
-pub fn reset(s: TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: setsockopt on our own open socket with a live, correctly sized linger struct.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-}
+#[allow(unused_imports)]
+pub use test_support::sockets::reset;
 
 pub fn request_bytes(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     let mut out = format!("{method} {target} HTTP/1.1\r\nHost: test\r\n");
@@ -548,257 +539,7 @@ pub fn seqs(j: &Json) -> Vec<u64> {
     messages(j).into_iter().map(|(s, _)| s).collect()
 }
 
+/// The bytes of a `data_b64` field; panics unless it is canonical base64.
 pub fn base64_decode(s: &str) -> Vec<u8> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for b in s.bytes().filter(|&b| b != b'=') {
-        let v = ALPHABET.iter().position(|&a| a == b).expect("base64 alphabet") as u32;
-        acc = acc << 6 | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
-}
-
-// ----- JSON --------------------------------------------------------------------------------
-
-/// A parsed JSON value: enough of JSON for the hub's answers (and strict enough to catch a
-/// malformed one).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
-}
-
-impl Json {
-    pub fn parse(s: &str) -> Result<Json, String> {
-        let mut p = Parser { s: s.as_bytes(), i: 0 };
-        let v = p.value()?;
-        p.ws();
-        if p.i != p.s.len() {
-            return Err(format!("trailing data at {}", p.i));
-        }
-        Ok(v)
-    }
-
-    /// The member `key` of an object, if present.
-    pub fn opt(&self, key: &str) -> Option<&Json> {
-        match self {
-            Json::Obj(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
-    /// The member `key` of an object; panics if absent.
-    pub fn get(&self, key: &str) -> &Json {
-        self.opt(key).unwrap_or_else(|| panic!("no {key:?} in {self:?}"))
-    }
-
-    pub fn keys(&self) -> Vec<&str> {
-        match self {
-            Json::Obj(members) => members.iter().map(|(k, _)| k.as_str()).collect(),
-            _ => panic!("not an object: {self:?}"),
-        }
-    }
-
-    pub fn as_u64(&self) -> u64 {
-        match self {
-            Json::Num(n) if *n >= 0.0 && n.fract() == 0.0 => *n as u64,
-            _ => panic!("not a whole number: {self:?}"),
-        }
-    }
-
-    pub fn as_f64(&self) -> f64 {
-        match self {
-            Json::Num(n) => *n,
-            _ => panic!("not a number: {self:?}"),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            Json::Str(s) => s,
-            _ => panic!("not a string: {self:?}"),
-        }
-    }
-
-    pub fn as_bool(&self) -> bool {
-        match self {
-            Json::Bool(b) => *b,
-            _ => panic!("not a bool: {self:?}"),
-        }
-    }
-
-    pub fn as_array(&self) -> &[Json] {
-        match self {
-            Json::Arr(a) => a,
-            _ => panic!("not an array: {self:?}"),
-        }
-    }
-}
-
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl Parser<'_> {
-    fn ws(&mut self) {
-        while self.i < self.s.len() && matches!(self.s[self.i], b' ' | b'\t' | b'\n' | b'\r') {
-            self.i += 1;
-        }
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.s.get(self.i).copied()
-    }
-
-    fn expect(&mut self, b: u8) -> Result<(), String> {
-        self.ws();
-        if self.peek() == Some(b) {
-            self.i += 1;
-            Ok(())
-        } else {
-            Err(format!("expected {:?} at {}", b as char, self.i))
-        }
-    }
-
-    fn literal(&mut self, word: &str, v: Json) -> Result<Json, String> {
-        if self.s[self.i..].starts_with(word.as_bytes()) {
-            self.i += word.len();
-            Ok(v)
-        } else {
-            Err(format!("bad literal at {}", self.i))
-        }
-    }
-
-    fn value(&mut self) -> Result<Json, String> {
-        self.ws();
-        match self.peek().ok_or("unexpected end")? {
-            b'{' => {
-                self.i += 1;
-                let mut members = Vec::new();
-                self.ws();
-                if self.peek() == Some(b'}') {
-                    self.i += 1;
-                    return Ok(Json::Obj(members));
-                }
-                loop {
-                    self.ws();
-                    let k = self.string()?;
-                    self.expect(b':')?;
-                    let v = self.value()?;
-                    members.push((k, v));
-                    self.ws();
-                    match self.peek() {
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            return Ok(Json::Obj(members));
-                        }
-                        _ => return Err(format!("bad object at {}", self.i)),
-                    }
-                }
-            }
-            b'[' => {
-                self.i += 1;
-                let mut items = Vec::new();
-                self.ws();
-                if self.peek() == Some(b']') {
-                    self.i += 1;
-                    return Ok(Json::Arr(items));
-                }
-                loop {
-                    items.push(self.value()?);
-                    self.ws();
-                    match self.peek() {
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            return Ok(Json::Arr(items));
-                        }
-                        _ => return Err(format!("bad array at {}", self.i)),
-                    }
-                }
-            }
-            b'"' => Ok(Json::Str(self.string()?)),
-            b't' => self.literal("true", Json::Bool(true)),
-            b'f' => self.literal("false", Json::Bool(false)),
-            b'n' => self.literal("null", Json::Null),
-            _ => {
-                let start = self.i;
-                while self.i < self.s.len()
-                    && matches!(self.s[self.i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
-                {
-                    self.i += 1;
-                }
-                let text = std::str::from_utf8(&self.s[start..self.i]).map_err(|e| e.to_string())?;
-                text.parse().map(Json::Num).map_err(|_| format!("bad number {text:?} at {start}"))
-            }
-        }
-    }
-
-    fn hex4(&mut self) -> Result<u32, String> {
-        let h = self.s.get(self.i..self.i + 4).ok_or("short \\u escape")?;
-        self.i += 4;
-        u32::from_str_radix(std::str::from_utf8(h).map_err(|e| e.to_string())?, 16).map_err(|e| e.to_string())
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        if self.peek() != Some(b'"') {
-            return Err(format!("expected string at {}", self.i));
-        }
-        self.i += 1;
-        let mut out: Vec<u8> = Vec::new();
-        loop {
-            let b = self.peek().ok_or("unterminated string")?;
-            self.i += 1;
-            match b {
-                b'"' => return String::from_utf8(out).map_err(|e| e.to_string()),
-                b'\\' => {
-                    let e = self.peek().ok_or("unterminated escape")?;
-                    self.i += 1;
-                    let c = match e {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'u' => {
-                            let hi = self.hex4()?;
-                            let code = if (0xd800..0xdc00).contains(&hi) {
-                                if !self.s[self.i..].starts_with(b"\\u") {
-                                    return Err("lone surrogate".into());
-                                }
-                                self.i += 2;
-                                let lo = self.hex4()?;
-                                0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00)
-                            } else {
-                                hi
-                            };
-                            char::from_u32(code).ok_or("bad \\u escape")?
-                        }
-                        _ => return Err(format!("bad escape at {}", self.i)),
-                    };
-                    let mut tmp = [0u8; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
-                }
-                0..=0x1f => return Err(format!("raw control character in string at {}", self.i)),
-                _ => out.push(b),
-            }
-        }
-    }
+    base64::decode(s).unwrap_or_else(|| panic!("not canonical base64: {s:?}"))
 }

@@ -130,7 +130,7 @@ impl<T> Pool<T> {
             self.connecting -= 1;
         }
         if reset {
-            let _ = reactor::sys::set_linger_zero(c.stream.fd());
+            let _ = test_support::sockets::set_linger_zero(c.stream.fd());
         }
         let _ = r.deregister(c.token);
         drop(c.stream);

@@ -94,6 +94,14 @@ impl Errors {
     }
 }
 
+/// Checks that `pid` names a live process whose `/proc/PID/stat` we can read (the server's
+/// CPU time is read from it), with a clear message otherwise.
+pub fn check_pid(pid: u32) -> Result<(), String> {
+    test_support::procfs::cpu(pid)
+        .map(|_| ())
+        .map_err(|e| format!("cannot read /proc/{pid}/stat ({e}): is {pid} the server's pid?"))
+}
+
 /// The message for a connect that failed before any connection ever succeeded.
 pub fn cannot_connect(addr: SocketAddr, e: &io::Error) -> String {
     if e.kind() == io::ErrorKind::ConnectionRefused {

@@ -28,7 +28,7 @@ use crate::common::{cannot_connect, describe_fail, ms, Ctl, Errors, PhaseDeadlin
 use crate::hist::Histogram;
 use crate::longpoll::{MAX_CONNECTING, OPEN_BATCH};
 use crate::parse::{etag_u64, json_u64, messages, Response};
-use crate::procfs::{self, Cpu};
+use test_support::procfs::{self, Cpu};
 
 const OPEN: u64 = 1;
 const STATS_POLL: u64 = 2;
@@ -481,7 +481,7 @@ impl Driver<FanConn> for Fan {
 
 pub fn run(o: FanoutOpts) -> Result<(), String> {
     if let Some(pid) = o.pid {
-        procfs::check(pid)?;
+        crate::common::check_pid(pid)?;
     }
     let mut r = Reactor::<()>::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
     let host = o.addr.to_string();

@@ -127,13 +127,7 @@ impl Histogram {
 mod tests {
     use super::*;
 
-    /// A small deterministic generator (xorshift64*), so the tests need no dependency.
-    fn rng(seed: &mut u64) -> u64 {
-        *seed ^= *seed >> 12;
-        *seed ^= *seed << 25;
-        *seed ^= *seed >> 27;
-        seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
+    use test_support::rng::Rng;
 
     #[test]
     fn buckets_are_contiguous_and_cover_u64() {
@@ -171,12 +165,12 @@ mod tests {
 
     #[test]
     fn quantiles_are_within_the_stated_precision() {
-        let mut seed = 0x1234_5678_9abc_def1;
+        let mut rng = Rng::new(0x1234_5678_9abc_def1);
         let mut values: Vec<u64> = (0..100_000)
             .map(|_| {
                 // Log-uniform over 1 ns .. ~17 s, like real latencies.
-                let exp = rng(&mut seed) % 34;
-                1 + rng(&mut seed) % (1u64 << exp).max(1)
+                let exp = rng.below(34);
+                1 + rng.below(1u64 << exp)
             })
             .collect();
         let mut h = Histogram::new();

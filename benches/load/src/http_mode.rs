@@ -21,7 +21,7 @@ use crate::client::{get_request, Client, Driver, Fail, Key, Pool};
 use crate::common::{cannot_connect, us, Errors};
 use crate::hist::Histogram;
 use crate::parse::Response;
-use crate::procfs::{self, Cpu};
+use test_support::procfs::{self, Cpu};
 
 const TICK: u64 = 1;
 const WARMUP_END: u64 = 2;
@@ -229,7 +229,7 @@ impl Driver<HttpConn> for HttpDriver {
 pub fn run(o: HttpOpts) -> Result<(), String> {
     let mut r = Reactor::<()>::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
     if let Some(pid) = o.pid {
-        procfs::check(pid)?;
+        crate::common::check_pid(pid)?;
     }
     let mode = if o.conn_per_request {
         "a new connection per request".to_string()
@@ -321,7 +321,7 @@ fn report(o: &HttpOpts, d: &HttpDriver) {
             println!(
                 "  server CPU   pid {pid}: {cpu:.2} s over {secs:.2} s = {pct:.1}% of a core; \
                  {per_req:.3} us per request (ticks of {} ms)",
-                1000 / reactor::sys::clock_ticks_per_second()
+                1000 / test_support::cpu::clock_ticks_per_second()
             );
             cpu_fields = format!("server_cpu_pct={pct:.1} server_cpu_us_per_req={per_req:.3}");
         }

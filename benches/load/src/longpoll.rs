@@ -25,7 +25,7 @@ use crate::client::{get_request, post_request, Client, Driver, Fail, Key, Pool};
 use crate::common::{bytes, cannot_connect, describe_fail, ms, us, Ctl, Errors, PhaseDeadline};
 use crate::hist::Histogram;
 use crate::parse::{json_u64, messages, Response};
-use crate::procfs::{self, Cpu};
+use test_support::procfs::{self, Cpu};
 
 /// New connects started per millisecond while opening.
 pub const OPEN_BATCH: usize = 256;
@@ -458,7 +458,7 @@ impl Driver<LpConn> for Lp {
 }
 
 pub fn run(o: LongpollOpts) -> Result<(), String> {
-    procfs::check(o.pid)?;
+    crate::common::check_pid(o.pid)?;
     let mut r = Reactor::<()>::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
     let host = o.addr.to_string();
     let now = Instant::now();
@@ -546,7 +546,7 @@ fn report(d: &Lp) {
     println!(
         "  idle         {idle_s:.2} s: server CPU {idle_cpu_s:.2} s = {idle_cpu_pct}% of a core \
          ({} ms ticks), {wakeups} loop wake-ups",
-        1000 / reactor::sys::clock_ticks_per_second()
+        1000 / test_support::cpu::clock_ticks_per_second()
     );
     println!(
         "  memory       server RSS {} before, {} held, {} after the idle window: {per_poll} bytes per held poll",

@@ -19,7 +19,6 @@ mod hist;
 mod http_mode;
 mod longpoll;
 mod parse;
-mod procfs;
 
 use std::process::ExitCode;
 
@@ -32,7 +31,7 @@ fn main() -> ExitCode {
         }
     };
     // Thousands of sockets: take every descriptor the hard limit allows.
-    let nofile = reactor::sys::raise_nofile_limit().unwrap_or(1024);
+    let nofile = test_support::limits::raise_nofile_limit().unwrap_or(1024);
     let need = match &cmd {
         args::Command::Help => {
             print!("{}", args::USAGE);

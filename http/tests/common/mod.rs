@@ -24,7 +24,6 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -129,7 +128,7 @@ impl TestService {
             sources: loop_stats.sources,
             timers: loop_stats.timers_pending,
             iterations: loop_stats.iterations,
-            cpu: reactor::sys::thread_cpu_time(),
+            cpu: test_support::cpu::thread_cpu_time(),
             held: self.held.len(),
             deferred: self.deferred.len(),
             on_close_calls: self.on_close_calls,
@@ -673,8 +672,7 @@ impl Client {
 
     /// Closes with RST instead of FIN.
     pub fn reset(self) {
-        reactor::sys::set_linger_zero(self.stream.as_raw_fd()).unwrap();
-        drop(self);
+        test_support::sockets::reset(self.stream);
     }
 }
 
@@ -708,48 +706,16 @@ pub fn assert_serves(addr: SocketAddr) {
 /// MSS of 1,000 bytes. (Without the small MSS, loopback's 64 KiB MSS against a 4 KiB window
 /// makes the sender wait for the persist timer between segments: correct, but crawling.)
 pub fn connect_tiny(addr: SocketAddr, buffer: i32) -> TcpStream {
-    use std::os::fd::FromRawFd;
-    let SocketAddr::V4(v4) = addr else { panic!("IPv4 only") };
-    // SAFETY: plain socket(2); the fd is owned by the TcpStream built below (or closed on error).
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
-    // SAFETY: we own `fd`; from here on it is closed when the stream drops.
-    let stream = unsafe { TcpStream::from_raw_fd(fd) };
-    setsockopt_i32(&stream, libc::SOL_SOCKET, libc::SO_RCVBUF, buffer);
-    setsockopt_i32(&stream, libc::SOL_SOCKET, libc::SO_SNDBUF, buffer);
-    setsockopt_i32(&stream, libc::IPPROTO_TCP, libc::TCP_MAXSEG, 1000);
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: v4.port().to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
-        sin_zero: [0; 8],
+    let shape = test_support::sockets::Shape {
+        recv_buffer: Some(buffer),
+        send_buffer: Some(buffer),
+        max_segment: Some(1000),
     };
-    // SAFETY: `sin` is a valid sockaddr_in of the size passed.
-    let rc = unsafe {
-        libc::connect(
-            fd,
-            (&sin as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "connect: {}", io::Error::last_os_error());
+    let stream =
+        test_support::sockets::connect_shaped(addr, shape).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
     stream
-}
-
-fn setsockopt_i32(s: &TcpStream, level: i32, name: i32, value: i32) {
-    // SAFETY: setsockopt with a pointer to a live c_int and its exact size.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            level,
-            name,
-            (&value as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt({level}, {name}): {}", io::Error::last_os_error());
 }
 
 /// Serialises the tests of one test binary that must not overlap (process-wide fd counts,
