@@ -1,6 +1,8 @@
 //! The `tidings` binary: parse flags, run the hub, exit 0 after a graceful stop (or print a
 //! subscribe token: `tidings token CHANNEL ..`).
 
+#![forbid(unsafe_code)]
+
 use std::io::Write as _;
 use std::process::ExitCode;
 
