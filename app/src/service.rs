@@ -139,7 +139,7 @@ pub const TEST_PANIC_ENV: &str = "TIDINGS_TEST_PANIC_MS";
 const PAGE: &str = include_str!("page.html");
 const MAX_WORK_MS: u64 = 10_000;
 
-fn on_job_panic(ticket: u64, message: String) -> Msg {
+fn panicked_job(ticket: u64, message: String) -> Msg {
     Msg::WorkDone { ticket, outcome: Err(message) }
 }
 
@@ -149,7 +149,7 @@ impl Tidings {
         opts.check().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let pool = match opts.workers {
             0 => None,
-            n => Some(WorkerPool::new(n, opts.work_queue, remote, on_job_panic)?),
+            n => Some(WorkerPool::new(n, opts.work_queue, remote, panicked_job)?),
         };
         let panic_ms = std::env::var(TEST_PANIC_ENV).ok().and_then(|v| v.trim().parse().ok());
         if let Some(ms) = panic_ms {
@@ -205,7 +205,7 @@ impl Tidings {
             let answer = render::messages(name, &d.batch, self.hub.messages(&d.batch));
             for w in d.waiters {
                 ctx.cancel_timer(w.timer);
-                self.answer(ctx, w.responder, messages(&answer), "held GET /sub");
+                self.answer(ctx, w.responder, messages_response(&answer), "held GET /sub");
             }
         }
         self.arm_ttl_timer(ctx);
@@ -228,7 +228,7 @@ impl Tidings {
         match self.hub.subscribe(name, since, ctx.now_ms()) {
             Poll::Messages(batch) => {
                 let answer = render::messages(name, &batch, self.hub.messages(&batch));
-                self.answer(ctx, responder, messages(&answer), req.target);
+                self.answer(ctx, responder, messages_response(&answer), req.target);
             }
             // Nothing to wait for: `timeout=0`, or the server is stopping (the held polls
             // were answered 304 at shutdown; one whose request completes later gets the same
@@ -555,7 +555,7 @@ fn cursor(req: &Request<'_>) -> Result<Option<Cursor>, &'static str> {
 
 /// A 200 with messages (or an empty reset). The body and the header lines are shared, not
 /// copied, when the same answer goes to many subscribers.
-fn messages(a: &Answer) -> Response {
+fn messages_response(a: &Answer) -> Response {
     Response::new(200)
         .content_type("application/json")
         .shared_headers(a.headers.clone())

@@ -4,15 +4,18 @@
 //!    against straightforward models of their documented grammar (and a round trip for
 //!    `parse_seconds`).
 //! 2. `app::hub::Hub` driven by fuzzed publish/subscribe operations against a model: seq
-//!    strictly increasing per channel, retained count <= retain and bytes <= retain_bytes,
-//!    the channel limit, the counters, and every answer is valid JSON whose messages, `next`,
-//!    `missed` and `reset` are what the model says.
+//!    strictly increasing per channel, retained count <= retain and bytes (bodies plus
+//!    `MESSAGE_OVERHEAD` each) <= retain_bytes, the hub's byte bound evicting the globally
+//!    oldest first (a channel left empty is dropped and starts over), messages too large for
+//!    the limits, the channel limit, the counters, one epoch per life of a channel, and every
+//!    answer, rendered by `app::render` from the hub's description, is valid JSON whose
+//!    messages, `next`, `missed` and `reset` are what the model says.
 //! 3. With `ctl` bit 7: the same operations as real requests to the `tidings` service (a fresh
 //!    server per input, two loopback clients: subscribers on one, publishers on the other),
 //!    with fuzzed query strings and `If-None-Match` headers. This reaches the private cursor
 //!    and timeout parsing of `app/src/service.rs`: each answer's status must be what a model
 //!    of `?since=` / `If-None-Match` / `?timeout=` says; 200 answers are valid JSON with a
-//!    matching ETag; held polls are woken by publishes; after both clients leave, no waiter,
+//!    matching ETag (`"EPOCH:next"`); held polls are woken by publishes; after both clients leave, no waiter,
 //!    timer or connection is left.
 
 #![no_main]
@@ -21,7 +24,8 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use app::config::parse_seconds;
-use app::hub::{valid_channel_name, Hub, HubError, HubLimits, Poll};
+use app::hub::{valid_channel_name, Cursor, Hub, HubError, HubLimits, Poll, MESSAGE_OVERHEAD};
+use app::render;
 use app::{Options, Tidings};
 use fuzz_support::json::{self, Json};
 use fuzz_support::loopback::{CloseMode, Loopback};
@@ -90,17 +94,30 @@ fuzz_target!(|data: &[u8]| {
             }
         });
     }
+    // Messages are 0..=40 bytes: the smallest `retain_bytes` refuses the larger ones, and
+    // bit 6 sets a hub bound of two channels' worth, so the globally oldest go first.
+    let retain_bytes = MESSAGE_OVERHEAD + 8 + 16 * ((ctl >> 2) & 3) as usize;
     let limits = HubLimits {
         retain: 1 + (ctl & 3) as usize,
-        retain_bytes: 8 + 16 * ((ctl >> 2) & 3) as usize,
+        retain_bytes,
+        max_retained_bytes: if ctl & 0x40 != 0 {
+            2 * retain_bytes
+        } else {
+            HubLimits::default().max_retained_bytes
+        },
         max_channels: MAX_CHANNELS,
         max_batch: 1 + ((ctl >> 4) & 3) as usize,
+        // The model has no clock: nothing expires.
+        message_ttl_ms: 0,
+        ..HubLimits::default()
     };
     hub_model_check(&ops, &names, limits);
 
-    // 3. The same through the HTTP service.
+    // 3. The same through the HTTP service, whose `--max-message` (40) must fit in a channel.
     if ctl & 0x80 != 0 {
-        service_check(&ops, &names, limits);
+        let retain_bytes = limits.retain_bytes.max(40 + MESSAGE_OVERHEAD);
+        let max_retained_bytes = limits.max_retained_bytes.max(retain_bytes);
+        service_check(&ops, &names, HubLimits { retain_bytes, max_retained_bytes, ..limits });
     }
 });
 
@@ -145,8 +162,12 @@ fn model_seconds(s: &str) -> Option<Duration> {
 #[derive(Default, Clone)]
 struct ModelChannel {
     last_seq: u64,
-    messages: VecDeque<(u64, Vec<u8>)>,
+    /// (seq, data, publish number) of each retained message.
+    messages: VecDeque<(u64, Vec<u8>, u64)>,
+    /// Bodies plus `MESSAGE_OVERHEAD` each.
     bytes: usize,
+    /// The epoch the hub gave this life of the channel, once seen.
+    epoch: Option<u32>,
 }
 
 /// What the model expects a subscribe to answer.
@@ -155,37 +176,70 @@ enum Answer {
     /// (seq, data) of each message, next, missed, reset.
     Messages(Vec<(u64, Vec<u8>)>, u64, u64, bool),
     Hold(u64),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum PublishError {
     TooManyChannels,
+    TooLarge,
 }
 
 #[derive(Default)]
 struct Model {
-    /// Channels that exist: published to at least once (subscribes alone leave none behind).
+    /// Channels that exist: those holding messages (subscribes alone leave none behind, and
+    /// a channel whose last message is evicted is dropped: its seqs start over).
     channels: HashMap<String, ModelChannel>,
     published: u64,
+    delivered: u64,
+    /// Messages evicted by the hub's byte bound.
+    evicted: u64,
 }
 
 impl Model {
-    fn publish(&mut self, name: &str, data: &[u8], limits: &HubLimits) -> Option<u64> {
-        if !self.channels.contains_key(name) && self.channels.len() >= limits.max_channels {
-            return None;
-        }
-        let c = self.channels.entry(name.to_string()).or_default();
-        c.last_seq += 1;
-        c.messages.push_back((c.last_seq, data.to_vec()));
-        c.bytes += data.len();
-        while c.messages.len() > limits.retain || (c.bytes > limits.retain_bytes && !c.messages.is_empty()) {
-            let (_, d) = c.messages.pop_front().unwrap();
-            c.bytes -= d.len();
-        }
-        self.published += 1;
-        Some(c.last_seq)
+    fn retained_bytes(&self) -> usize {
+        self.channels.values().map(|c| c.bytes).sum()
     }
 
-    fn subscribe(&self, name: &str, cursor: Option<u64>, limits: &HubLimits) -> Answer {
-        if !self.channels.contains_key(name) && self.channels.len() >= limits.max_channels {
-            return Answer::TooManyChannels;
+    fn publish(&mut self, name: &str, data: &[u8], limits: &HubLimits) -> Result<u64, PublishError> {
+        let cost = data.len() + MESSAGE_OVERHEAD;
+        if cost > limits.retain_bytes || cost > limits.max_retained_bytes {
+            return Err(PublishError::TooLarge);
         }
+        // Room first: the globally oldest message goes, whatever its channel.
+        while self.retained_bytes() + cost > limits.max_retained_bytes {
+            let oldest = self
+                .channels
+                .iter()
+                .filter_map(|(n, c)| c.messages.front().map(|m| (m.2, n.clone())))
+                .min()
+                .map(|(_, n)| n)
+                .expect("bytes retained, so a message is");
+            let c = self.channels.get_mut(&oldest).unwrap();
+            let (_, d, _) = c.messages.pop_front().unwrap();
+            c.bytes -= d.len() + MESSAGE_OVERHEAD;
+            if c.messages.is_empty() {
+                self.channels.remove(&oldest);
+            }
+            self.evicted += 1;
+        }
+        if !self.channels.contains_key(name) && self.channels.len() >= limits.max_channels {
+            return Err(PublishError::TooManyChannels);
+        }
+        let order = self.published;
+        let c = self.channels.entry(name.to_string()).or_default();
+        c.last_seq += 1;
+        c.messages.push_back((c.last_seq, data.to_vec(), order));
+        c.bytes += cost;
+        while c.messages.len() > limits.retain || (c.bytes > limits.retain_bytes && !c.messages.is_empty()) {
+            let (_, d, _) = c.messages.pop_front().unwrap();
+            c.bytes -= d.len() + MESSAGE_OVERHEAD;
+        }
+        self.published += 1;
+        Ok(c.last_seq)
+    }
+
+    /// A subscribe with a cursor of no epoch (the rules of before epochs).
+    fn subscribe(&self, name: &str, cursor: Option<u64>, limits: &HubLimits) -> Answer {
         let c = self.channels.get(name).cloned().unwrap_or_default();
         let cursor = cursor.unwrap_or(c.last_seq);
         if cursor == c.last_seq {
@@ -195,8 +249,13 @@ impl Model {
         let after = if reset { 0 } else { cursor };
         let first = c.messages.front().map_or(c.last_seq + 1, |m| m.0);
         let missed = if reset { 0 } else { first.saturating_sub(after + 1) };
-        let batch: Vec<(u64, Vec<u8>)> =
-            c.messages.iter().filter(|m| m.0 > after).take(limits.max_batch).cloned().collect();
+        let batch: Vec<(u64, Vec<u8>)> = c
+            .messages
+            .iter()
+            .filter(|m| m.0 > after)
+            .take(limits.max_batch)
+            .map(|m| (m.0, m.1.clone()))
+            .collect();
         let next = batch.last().map_or(c.last_seq, |m| m.0);
         Answer::Messages(batch, next, missed, reset)
     }
@@ -204,10 +263,16 @@ impl Model {
 
 /// Reads a hub answer back into the model's terms, checking it is valid JSON of the
 /// documented shape.
-fn read_answer(body: &[u8], channel: &str) -> Answer {
+/// Also returns the answer's epoch (8 lowercase hex digits).
+fn read_answer(body: &[u8], channel: &str) -> (Answer, String) {
     let doc = json::parse(body)
         .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {:?}", String::from_utf8_lossy(body)));
     assert_eq!(doc.get("channel").and_then(Json::str), Some(channel), "channel field");
+    let epoch = doc.get("epoch").and_then(Json::str).expect("epoch").to_string();
+    assert!(
+        epoch.len() == 8 && epoch.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "epoch {epoch:?}"
+    );
     let messages = doc
         .get("messages")
         .and_then(Json::arr)
@@ -216,10 +281,13 @@ fn read_answer(body: &[u8], channel: &str) -> Answer {
         .map(|m| {
             let seq = m.get("seq").and_then(Json::num).expect("seq");
             let data = match (m.get("data"), m.get("data_b64")) {
-                (Some(Json::Str(s)), None) => s.as_bytes().to_vec(),
+                (Some(Json::Str(s)), None) => {
+                    assert!(model_as_text(s.as_bytes()), "sent as text, escapes past 4/3: {s:?}");
+                    s.as_bytes().to_vec()
+                }
                 (None, Some(Json::Str(b))) => {
                     let d = json::base64_decode(b).expect("data_b64 is canonical base64");
-                    assert!(std::str::from_utf8(&d).is_err(), "UTF-8 message sent as base64");
+                    assert!(!model_as_text(&d), "sent as base64, fits as text: {d:?}");
                     d
                 }
                 other => panic!("message needs exactly one of data/data_b64: {other:?}"),
@@ -234,25 +302,43 @@ fn read_answer(body: &[u8], channel: &str) -> Answer {
         Some(Json::Bool(true)) => true,
         Some(other) => panic!("reset: {other:?}"),
     };
-    Answer::Messages(messages, next, missed, reset)
+    (Answer::Messages(messages, next, missed, reset), epoch)
+}
+
+/// Whether a message goes as a JSON string: UTF-8, and its escaped form (`\"`, `\\`, `\n`,
+/// `\r`, `\t` 2 bytes, other control bytes 6) at most 4/3 of its size; else base64.
+fn model_as_text(d: &[u8]) -> bool {
+    let escaped: usize = d
+        .iter()
+        .map(|&b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum();
+    std::str::from_utf8(d).is_ok() && escaped * 3 <= d.len() * 4
 }
 
 fn hub_model_check(ops: &[Op], names: &[String], limits: HubLimits) {
-    let mut hub = Hub::new(limits);
+    // Nobody waits in this phase: the hub parks nothing.
+    let mut hub: Hub<()> = Hub::with_epoch_seed(limits, Some(0x5eed));
     let mut model = Model::default();
     for op in ops {
         match op {
             Op::Publish { name, data } => {
                 let name = &names[*name];
                 let before = model.channels.get(name.as_str()).map_or(0, |c| c.last_seq);
-                match (hub.publish(name, data.clone()), model.publish(name, data, &limits)) {
-                    (Ok((seq, woken)), Some(expect)) => {
-                        assert_eq!(seq, expect);
-                        assert!(seq > before, "seq not strictly increasing");
-                        assert!(woken.is_empty(), "nobody waits in this phase");
+                match (hub.publish(name, data.clone(), 0), model.publish(name, data, &limits)) {
+                    (Ok(p), Ok(expect)) => {
+                        assert_eq!(p.seq, expect);
+                        assert!(p.seq > before || p.seq == 1, "seq not strictly increasing in one life");
+                        assert!(p.deliveries.is_empty(), "nobody waits in this phase");
+                        let c = model.channels.get_mut(name.as_str()).unwrap();
+                        assert_eq!(*c.epoch.get_or_insert(p.epoch), p.epoch, "one epoch per life");
                     }
-                    (Err(HubError::TooManyChannels), None) => {}
-                    (got, want) => panic!("publish {name:?}: hub {:?}, model {want:?}", got.map(|r| r.0)),
+                    (Err(HubError::TooManyChannels), Err(PublishError::TooManyChannels)) => {}
+                    (Err(HubError::TooLarge), Err(PublishError::TooLarge)) => {}
+                    (got, want) => panic!("publish {name:?}: hub {:?}, model {want:?}", got.map(|p| p.seq)),
                 }
             }
             Op::Subscribe { .. } | Op::Raw { .. } => {
@@ -262,22 +348,32 @@ fn hub_model_check(ops: &[Op], names: &[String], limits: HubLimits) {
                     Op::Publish { .. } => unreachable!(),
                 };
                 let want = model.subscribe(name, cursor, &limits);
-                let got = match hub.subscribe(name, cursor) {
-                    Err(HubError::TooManyChannels) => Answer::TooManyChannels,
-                    Ok(Poll::Hold { chan, cursor }) => {
-                        // What the service does with a hold it does not park (timeout 0).
-                        hub.release_channel(chan);
-                        Answer::Hold(cursor)
-                    }
-                    Ok(Poll::Messages { body, next, count }) => {
-                        let a = read_answer(&body, name);
-                        if let Answer::Messages(m, n, _, _) = &a {
-                            assert_eq!((m.len(), *n), (count, next), "count/next beside the body");
+                let (got, epoch) =
+                    match hub.subscribe(name, cursor.map(|since| Cursor { since, epoch: None }), 0) {
+                        Poll::Hold(hold) => {
+                            // What the service does with a hold it does not park (timeout 0).
+                            hub.release_channel(hold.chan);
+                            (Answer::Hold(hold.cursor), hold.epoch)
                         }
-                        a
-                    }
-                };
+                        Poll::Messages(b) => {
+                            let body = render::messages(name, &b, hub.messages(&b)).body;
+                            let (a, epoch) = read_answer(&body, name);
+                            assert_eq!(epoch, render::format_epoch(b.epoch), "epoch in the body");
+                            if let Answer::Messages(m, n, missed, reset) = &a {
+                                assert_eq!(
+                                    (m.len(), *n, *missed, *reset),
+                                    (b.count, b.next, b.missed, b.reset),
+                                    "batch vs body"
+                                );
+                                model.delivered += m.len() as u64;
+                            }
+                            (a, b.epoch)
+                        }
+                    };
                 assert_eq!(got, want, "subscribe {name:?} cursor {cursor:?}");
+                if let Some(c) = model.channels.get_mut(name.as_str()) {
+                    assert_eq!(*c.epoch.get_or_insert(epoch), epoch, "one epoch per life");
+                }
             }
         }
         let stats = hub.stats();
@@ -285,9 +381,15 @@ fn hub_model_check(ops: &[Op], names: &[String], limits: HubLimits) {
         assert!(stats.channels <= limits.max_channels);
         assert_eq!(stats.waiting_polls, 0);
         assert_eq!(stats.published_total, model.published);
-        let (n, bytes) =
-            model.channels.values().fold((0, 0), |(n, b), c| (n + c.messages.len(), b + c.bytes));
-        assert_eq!((stats.retained_messages, stats.retained_bytes), (n, bytes), "retained counters");
+        assert_eq!(stats.delivered_total, model.delivered);
+        assert_eq!(stats.evicted_total, model.evicted);
+        let n = model.channels.values().map(|c| c.messages.len()).sum();
+        assert_eq!(
+            (stats.retained_messages, stats.retained_bytes),
+            (n, model.retained_bytes()),
+            "retained counters"
+        );
+        assert!(stats.retained_bytes <= limits.max_retained_bytes);
         for c in model.channels.values() {
             assert!(c.messages.len() <= limits.retain && c.bytes <= limits.retain_bytes);
         }
@@ -324,19 +426,28 @@ fn model_sub_status(req: &http::Request<'_>, name: &str) -> Option<(u16, &'stati
         }
         v.bytes().try_fold(0u64, |acc, b| acc.checked_mul(10)?.checked_add((b - b'0') as u64))
     };
+    let epoch_ok = |e: &str| e.len() == 8 && e.bytes().all(|b| b.is_ascii_hexdigit());
     if let Some(v) = req.query_param("since") {
         if digits_u64(v).is_none() {
             return Some((400, "invalid since"));
         }
+        if req.query_param("epoch").is_some_and(|e| !epoch_ok(e)) {
+            return Some((400, "invalid epoch: 8 hex digits"));
+        }
     } else if let Some(raw) = req.header("if-none-match") {
-        // An entity tag, optionally weak: `"S"` or `W/"S"`, S a decimal u64.
+        // An entity tag, optionally weak: `"S"`, `"E:S"`, `W/"S"` or `W/"E:S"`, S a decimal
+        // u64, E 8 hex digits.
         let ok = std::str::from_utf8(raw)
             .ok()
             .map(str::trim)
             .map(|v| v.strip_prefix("W/").unwrap_or(v))
             .and_then(|v| v.strip_prefix('"'))
             .and_then(|v| v.strip_suffix('"'))
-            .and_then(digits_u64)
+            .and_then(|v| match v.split_once(':') {
+                Some((e, s)) if epoch_ok(e) => digits_u64(s),
+                Some(_) => None,
+                None => digits_u64(v),
+            })
             .is_some();
         if !ok {
             return Some((400, "invalid If-None-Match"));
@@ -367,7 +478,7 @@ struct Sent {
 fn service_check(ops: &[Op], names: &[String], limits: HubLimits) {
     let opts = Options {
         poll_timeout: Duration::from_secs(10),
-        max_message: 64,
+        max_message: 40,
         hub: limits,
         workers: 0,
         work_queue: 0,
@@ -464,10 +575,14 @@ fn service_check(ops: &[Op], names: &[String], limits: HubLimits) {
                 None if s.sub => {
                     assert!([200, 304, 503].contains(&r.status), "GET {} answered {}", s.target, r.head);
                     if r.status == 200 {
-                        let Answer::Messages(_, next, _, _) = read_answer(&r.body, &s.name) else {
+                        let (Answer::Messages(_, next, _, _), epoch) = read_answer(&r.body, &s.name) else {
                             unreachable!()
                         };
-                        assert_eq!(r.header("etag"), Some(format!("\"{next}\"").as_str()), "ETag vs next");
+                        assert_eq!(
+                            r.header("etag"),
+                            Some(format!("\"{epoch}:{next}\"").as_str()),
+                            "ETag vs next"
+                        );
                     }
                     if r.status == 304 {
                         assert!(r.header("etag").is_some_and(|e| e.starts_with('"') && e.ends_with('"')));
