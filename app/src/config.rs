@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use crate::auth::{Cors, PublishToken, SubscribeKey};
-use crate::hub::{self, valid_channel_name, HubLimits, MESSAGE_OVERHEAD};
+use crate::hub::{valid_channel_name, HubLimits, MESSAGE_OVERHEAD};
+use crate::render;
 
 /// Everything the binary can be told. The server's own settings (address, head limit,
 /// timeouts, connection limits) are an [`http::Config`] and the hub's retention limits a
@@ -312,7 +313,7 @@ impl Options {
                 h.retain_bytes, h.max_retained_bytes
             ));
         }
-        let one = hub::max_encoded_len(self.max_message).saturating_add(hub::ANSWER_FRAME);
+        let one = render::max_encoded_len(self.max_message).saturating_add(render::ANSWER_FRAME);
         if h.max_answer_bytes < one {
             return Err(format!(
                 "--max-answer-bytes {} cannot hold one message of --max-message {} bytes (needs {one})",

@@ -1,5 +1,6 @@
-//! The little JSON the hub writes: strings, numbers, base64. Written by hand because the
-//! output has a fixed shape and the only hard part, escaping, is a dozen lines.
+//! The low-level JSON writers [`crate::render`] uses: strings, numbers, base64. Written by
+//! hand because the output has a fixed shape and the only hard part, escaping, is a dozen
+//! lines.
 
 /// Appends `s` as a JSON string literal (with quotes).
 pub fn push_str(out: &mut Vec<u8>, s: &str) {

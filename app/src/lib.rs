@@ -4,11 +4,15 @@
 //! answered at once (messages after S are retained) or held until the next publish. Built on
 //! the tidings HTTP server and reactor, one reactor thread, a worker pool for `/work`.
 //!
-//! - [`hub`]: channels, retention, cursors, waiters: the model, with no I/O.
-//! - [`service`]: the HTTP routes on top of it.
+//! - [`hub`]: channels, retention, cursors, waiters: the model, with no I/O and no JSON.
+//! - [`render`]: every body the app writes (the answers of `/sub`, `/pub`, `/stats`,
+//!   `/metrics`, `/work`), from what the hub and the service describe.
+//! - [`service`]: the HTTP routes on top of them.
 //! - [`auth`]: access control: the publish token, signed subscribe tokens, CORS.
 //! - [`config`]: command-line flags.
-//! - [`json`]: the few JSON helpers the answers need.
+//! - [`json`]: the low-level JSON writers (strings, numbers, base64) [`render`] uses.
+
+#![forbid(unsafe_code)]
 
 // Every `unsafe` block of the project is in `reactor::sys` (RELIABILITY.md lists them).
 #![forbid(unsafe_code)]
@@ -17,6 +21,7 @@ pub mod auth;
 pub mod config;
 pub mod hub;
 pub mod json;
+pub mod render;
 pub mod service;
 
 use std::io;

@@ -30,7 +30,6 @@
 //! free within a few ms; `jobs_cancelled_total` counts them).
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use http::{Body, ConnId, Ctx, Request, Responder, Response, Service};
@@ -39,8 +38,8 @@ use slab::Slab;
 
 use crate::auth::{cors_preflight, unix_now, Cors, Grant};
 use crate::config::{parse_seconds, Options};
-use crate::hub::{self, valid_channel_name, Answer, Cursor, Hub, HubError, Poll};
-use crate::json;
+use crate::hub::{self, valid_channel_name, Cursor, Hub, HubError, Poll};
+use crate::render::{self, Answer};
 
 /// Messages from worker threads to the loop.
 pub enum Msg {
@@ -97,10 +96,17 @@ impl Note {
     }
 }
 
+/// What the hub parks for a held poll: the connection to answer, and the timer of its
+/// timeout (tagged with the waiter's key).
+pub struct HeldPoll {
+    pub responder: Responder,
+    pub timer: TimerId,
+}
+
 /// The tidings service.
 pub struct Tidings {
     opts: Options,
-    hub: Hub,
+    hub: Hub<HeldPoll>,
     /// `None` with `--workers 0`: `/work` is off (404) and no thread is started.
     pool: Option<WorkerPool<Msg>>,
     /// `/work` jobs the pool has (queued, running, or abandoned and not yet back), by ticket.
@@ -133,7 +139,7 @@ pub const TEST_PANIC_ENV: &str = "TIDINGS_TEST_PANIC_MS";
 const PAGE: &str = include_str!("page.html");
 const MAX_WORK_MS: u64 = 10_000;
 
-fn on_job_panic(ticket: u64, message: String) -> Msg {
+fn panicked_job(ticket: u64, message: String) -> Msg {
     Msg::WorkDone { ticket, outcome: Err(message) }
 }
 
@@ -143,7 +149,7 @@ impl Tidings {
         opts.check().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let pool = match opts.workers {
             0 => None,
-            n => Some(WorkerPool::new(n, opts.work_queue, remote, on_job_panic)?),
+            n => Some(WorkerPool::new(n, opts.work_queue, remote, panicked_job)?),
         };
         let panic_ms = std::env::var(TEST_PANIC_ENV).ok().and_then(|v| v.trim().parse().ok());
         if let Some(ms) = panic_ms {
@@ -163,7 +169,7 @@ impl Tidings {
         })
     }
 
-    pub fn hub(&self) -> &Hub {
+    pub fn hub(&self) -> &Hub<HeldPoll> {
         &self.hub
     }
 
@@ -183,7 +189,7 @@ impl Tidings {
     }
 
     fn publish(&mut self, ctx: &mut Ctx<'_, Msg>, req: &Request<'_>, name: &str, responder: Responder) {
-        let (seq, _epoch, woken) = match self.hub.publish(name, req.body.to_vec(), ctx.now_ms()) {
+        let published = match self.hub.publish(name, req.body.to_vec(), ctx.now_ms()) {
             Ok(r) => r,
             Err(HubError::TooManyChannels) => {
                 return self.answer(ctx, responder, too_many_channels(), req.target);
@@ -193,20 +199,17 @@ impl Tidings {
                 return self.answer(ctx, responder, resp, req.target);
             }
         };
-        let subscribers = woken.len();
-        for w in woken {
-            if let Some(t) = w.timer {
-                ctx.cancel_timer(t);
+        let subscribers = published.subscribers();
+        // One body per group (per distinct cursor), its bytes shared by every waiter of it.
+        for d in published.deliveries {
+            let answer = render::messages(name, &d.batch, self.hub.messages(&d.batch));
+            for w in d.waiters {
+                ctx.cancel_timer(w.timer);
+                self.answer(ctx, w.responder, messages_response(&answer), "held GET /sub");
             }
-            self.answer(ctx, w.responder, messages(&w.answer), "held GET /sub");
         }
         self.arm_ttl_timer(ctx);
-        let mut body = Vec::with_capacity(40);
-        body.extend_from_slice(b"{\"seq\":");
-        json::push_u64(&mut body, seq);
-        body.extend_from_slice(b",\"subscribers\":");
-        json::push_u64(&mut body, subscribers as u64);
-        body.push(b'}');
+        let body = render::published(published.seq, subscribers);
         self.answer(ctx, responder, Response::json(200, body), req.target);
     }
 
@@ -223,21 +226,22 @@ impl Tidings {
             },
         };
         match self.hub.subscribe(name, since, ctx.now_ms()) {
-            Poll::Messages(answer) => self.answer(ctx, responder, messages(&answer), req.target),
+            Poll::Messages(batch) => {
+                let answer = render::messages(name, &batch, self.hub.messages(&batch));
+                self.answer(ctx, responder, messages_response(&answer), req.target);
+            }
             // Nothing to wait for: `timeout=0`, or the server is stopping (the held polls
             // were answered 304 at shutdown; one whose request completes later gets the same
             // at once rather than holding the stop until its deadline).
-            Poll::Hold { chan, cursor, epoch } if timeout.is_zero() || self.stopping => {
-                self.hub.release_channel(chan);
-                self.answer(ctx, responder, not_modified(epoch, cursor), req.target);
+            Poll::Hold(hold) if timeout.is_zero() || self.stopping => {
+                self.hub.release_channel(hold.chan);
+                self.answer(ctx, responder, not_modified(hold.epoch, hold.cursor), req.target);
             }
-            Poll::Hold { chan, cursor, .. } => {
-                let key = self
-                    .hub
-                    .add_waiter(chan, cursor, responder, |key| Some(ctx.set_timer(timeout, key as u64)));
-                if let Some(w) = self.hub.waiter(key) {
-                    ctx.set_note(&w.responder, Note::Waiter(key).encode());
-                }
+            Poll::Hold(hold) => {
+                self.hub.add_waiter(hold, |key| {
+                    ctx.set_note(&responder, Note::Waiter(key).encode());
+                    HeldPoll { timer: ctx.set_timer(timeout, key as u64), responder }
+                });
             }
         }
     }
@@ -300,33 +304,6 @@ impl Tidings {
         }
     }
 
-    fn stats_json(&self, ctx: &Ctx<'_, Msg>) -> Vec<u8> {
-        let mut s = String::with_capacity(512);
-        s.push('{');
-        for (name, value) in self.counters(ctx) {
-            let _ = write!(s, "\"{name}\":{value},");
-        }
-        s.push_str("\"responses_total\":{");
-        for (i, (code, n)) in ctx.stats().responses().enumerate() {
-            let _ = write!(s, "{}\"{code}\":{n}", if i > 0 { "," } else { "" });
-        }
-        s.push_str("}}");
-        s.into_bytes()
-    }
-
-    fn metrics_text(&self, ctx: &Ctx<'_, Msg>) -> Vec<u8> {
-        let mut s = String::with_capacity(2048);
-        for (name, value) in self.counters(ctx) {
-            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
-            let _ = write!(s, "# TYPE tidings_{name} {kind}\ntidings_{name} {value}\n");
-        }
-        s.push_str("# TYPE tidings_responses_total counter\n");
-        for (code, n) in ctx.stats().responses() {
-            let _ = writeln!(s, "tidings_responses_total{{code=\"{code}\"}} {n}");
-        }
-        s.into_bytes()
-    }
-
     /// Every scalar counter, by its public name (shared by /stats and /metrics).
     fn counters(&self, ctx: &Ctx<'_, Msg>) -> [(&'static str, u64); 16] {
         let hub = self.hub.stats();
@@ -367,11 +344,9 @@ impl Tidings {
 
     /// Ends a held poll with 304 (timeout or shutdown).
     fn expire_waiter(&mut self, ctx: &mut Ctx<'_, Msg>, key: usize) {
-        if let Some(hub::Removed { waiter: w, epoch }) = self.hub.remove_waiter(key) {
-            if let Some(t) = w.timer {
-                ctx.cancel_timer(t);
-            }
-            self.answer(ctx, w.responder, not_modified(epoch, w.cursor), "held GET /sub");
+        if let Some(hub::Removed { payload: w, cursor, epoch }) = self.hub.remove_waiter(key) {
+            ctx.cancel_timer(w.timer);
+            self.answer(ctx, w.responder, not_modified(epoch, cursor), "held GET /sub");
         }
     }
 
@@ -431,10 +406,13 @@ impl Service for Tidings {
                 .body(Body::Static(PAGE.as_bytes())),
             "/work" if !self.is_publisher(req) => unauthorized(),
             "/work" => return self.work(ctx, req, responder),
-            "/stats" => Response::json(200, self.stats_json(ctx)).header("Cache-Control", "no-cache"),
+            "/stats" => {
+                let body = render::stats(&self.counters(ctx), ctx.stats().responses());
+                Response::json(200, body).header("Cache-Control", "no-cache")
+            }
             "/metrics" => Response::new(200)
                 .content_type("text/plain; version=0.0.4; charset=utf-8")
-                .body(Body::Bytes(self.metrics_text(ctx))),
+                .body(Body::Bytes(render::metrics(&self.counters(ctx), ctx.stats().responses()))),
             _ => Response::text(404, "not found"),
         };
         self.answer(ctx, responder, resp, req.target);
@@ -449,10 +427,8 @@ impl Service for Tidings {
         };
         // A held poll's client left: drop its waiter and timer now, write nothing.
         if self.hub.waiter(key).is_some_and(|w| w.responder.conn() == conn) {
-            if let Some(hub::Removed { waiter: w, .. }) = self.hub.remove_waiter(key) {
-                if let Some(t) = w.timer {
-                    ctx.cancel_timer(t);
-                }
+            if let Some(hub::Removed { payload: w, .. }) = self.hub.remove_waiter(key) {
+                ctx.cancel_timer(w.timer);
             }
         }
     }
@@ -466,7 +442,7 @@ impl Service for Tidings {
             return;
         }
         let key = tag as usize;
-        if self.hub.waiter(key).is_some_and(|w| w.timer == Some(id)) {
+        if self.hub.waiter(key).is_some_and(|w| w.timer == id) {
             self.expire_waiter(ctx, key);
         }
     }
@@ -482,15 +458,7 @@ impl Service for Tidings {
             Some(Job::Abandoned) | None => return,
         };
         let resp = match outcome {
-            Ok(w) => {
-                let body = format!(
-                    "{{\"ms\":{},\"took_ms\":{:.3},\"result\":\"{:016x}\"}}",
-                    w.ms,
-                    w.took.as_secs_f64() * 1000.0,
-                    w.result
-                );
-                Response::json(200, body.into_bytes())
-            }
+            Ok(w) => Response::json(200, render::work_done(w.ms, w.took, w.result)),
             Err(panic) => {
                 crate::log(format_args!("/work job panicked: {panic}"));
                 Response::text(500, "job failed")
@@ -569,7 +537,7 @@ fn cursor(req: &Request<'_>) -> Result<Option<Cursor>, &'static str> {
         let since = parse_u64(v).ok_or("invalid since")?;
         let epoch = match req.query_param("epoch") {
             None => None,
-            Some(e) => Some(hub::parse_epoch(e).ok_or("invalid epoch: 8 hex digits")?),
+            Some(e) => Some(parse_epoch(e).ok_or("invalid epoch: 8 hex digits")?),
         };
         return Ok(Some(Cursor { since, epoch }));
     }
@@ -578,7 +546,7 @@ fn cursor(req: &Request<'_>) -> Result<Option<Cursor>, &'static str> {
     let v = v.strip_prefix("W/").unwrap_or(v);
     let tag = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).ok_or("invalid If-None-Match")?;
     let (epoch, since) = match tag.split_once(':') {
-        Some((e, s)) => (Some(hub::parse_epoch(e).ok_or("invalid If-None-Match")?), s),
+        Some((e, s)) => (Some(parse_epoch(e).ok_or("invalid If-None-Match")?), s),
         None => (None, tag),
     };
     let since = parse_u64(since).ok_or("invalid If-None-Match")?;
@@ -587,11 +555,20 @@ fn cursor(req: &Request<'_>) -> Result<Option<Cursor>, &'static str> {
 
 /// A 200 with messages (or an empty reset). The body and the header lines are shared, not
 /// copied, when the same answer goes to many subscribers.
-fn messages(a: &Answer) -> Response {
+fn messages_response(a: &Answer) -> Response {
     Response::new(200)
         .content_type("application/json")
         .shared_headers(a.headers.clone())
         .body(Body::Shared(a.body.clone()))
+}
+
+/// An epoch as the client sends it back: exactly 8 hex digits, either case (written by
+/// [`render::format_epoch`]).
+fn parse_epoch(s: &str) -> Option<u32> {
+    if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(s, 16).ok()
 }
 
 /// A plain decimal u64 (digits only).
@@ -607,7 +584,7 @@ fn bad_request(what: &'static str) -> Response {
 }
 
 fn not_modified(epoch: u32, cursor: u64) -> Response {
-    Response::new(304).header("ETag", hub::etag(epoch, cursor)).header("Cache-Control", "no-cache")
+    Response::new(304).header("ETag", render::etag(epoch, cursor)).header("Cache-Control", "no-cache")
 }
 
 fn shutting_down() -> Response {
