@@ -42,8 +42,11 @@
 //! EPOLLHUP (both directions are shut, e.g. after an RST) and EPOLLERR are different: the
 //! kernel reports them whatever the interest set, even an empty one, and a socket in that
 //! state stays "ready" forever, only removing it from epoll stops the reports. Hence the
-//! rule: a handler that sees [`Ready::is_error`], or a hang-up on a source it is not reading
-//! (nothing will ever make `read` return 0 for it), must deregister and close the source.
+//! rules. A handler that sees [`Ready::is_error`] must deregister and close the source. One
+//! that sees [`Ready::is_closed`] must make the reports stop: read on until `read` returns 0
+//! (then close), or, if it is not reading, note the FIN and drop [`Interest::HANGUP`] from its
+//! interest. EPOLLHUP cannot be dropped from an interest, so a source that reports it must be
+//! closed.
 //! The old Python server of tidings' first users (`docs/10-side-by-side.md`) spun at 100% CPU
 //! on exactly this: a hung-up socket it never removed.
 //!
@@ -407,7 +410,8 @@ impl<M> Reactor<M> {
     }
 
     /// One turn: wait (at most `max_wait`, and no longer than the next timer), dispatch I/O
-    /// and signals, run due timers, drain cross-thread messages. Returns the number of I/O events delivered.
+    /// and signals, run due timers, drain cross-thread messages. Returns the number of I/O
+    /// events delivered.
     pub fn run_once<H: Handler<M>>(
         &mut self,
         handler: &mut H,
