@@ -12,7 +12,8 @@
 //! | [`buffers`] | pooled buffers, so idle connections hold none; batched output |
 //! | [`date`] | the Date header, formatted once per second, following the wall clock |
 //!
-//! What the old Python server got wrong and how this one avoids it:
+//! What the old Python server got wrong (`docs/10-side-by-side.md` introduces it) and how this
+//! one avoids it:
 //! - a client hanging up mid-request spun the loop: peer close (FIN, RST, HUP) is detected in
 //!   every state, the fd leaves epoll *before* it is closed, its timer is cancelled, and a late
 //!   answer to it is a no-op returning [`Closed`];

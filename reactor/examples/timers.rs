@@ -1,7 +1,7 @@
 //! Timers on the reactor: `cargo run -p tidings-reactor --example timers`
 //!
-//! A long-poll server is mostly timers: one per waiting client ("answer 204 if nothing
-//! arrives within 25 s"), and almost all of them are cancelled early because a message came.
+//! A long-poll server is mostly timers: one per waiting client ("answer 304 Not Modified if
+//! nothing arrives within 25 s"), and almost all of them are cancelled early because a message came.
 //! This demo sets a few one-shot timers, cancels one, runs a repeating "heartbeat", and shows
 //! that the loop sleeps between them instead of waking up on a fixed polling interval.
 use std::time::Duration;
@@ -36,7 +36,7 @@ impl Handler<()> for Demo {
                     println!("           heartbeat cancelled");
                 }
             }
-            CLIENT_TIMEOUT => println!("{ms:>5} ms  client timed out (a 204 would go out here)"),
+            CLIENT_TIMEOUT => println!("{ms:>5} ms  client timed out (a 304 would go out here)"),
             CANCELLED => unreachable!("a cancelled timer never fires"),
             _ => {
                 println!("{ms:>5} ms  stop");

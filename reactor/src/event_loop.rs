@@ -1,4 +1,8 @@
-//! The loop itself: one thread, one epoll instance, four phases per turn.
+//! The loop itself: one thread, one epoll instance, five phases per turn.
+//!
+//! The book walks through this file: `docs/01-one-turn.md` (the phases),
+//! `docs/02-registration-and-tokens.md` (tokens, deregister before close) and
+//! `docs/03-level-vs-edge.md` (the trigger mode).
 //!
 //! # One turn of the loop ([`Reactor::run_once`])
 //! 1. **Wait.** Compute how long we may sleep: until the timer wheel's next deadline, rounded
@@ -8,10 +12,12 @@
 //!    from another thread or a signal: there is no polling interval anywhere.
 //! 2. **Dispatch I/O.** For each ready source, check its token is still current (see
 //!    *Tokens*), and call [`Handler::on_io`] with what is ready.
-//! 3. **Run expired timers.** Advance the wheel to the current millisecond and call
-//!    [`Handler::on_timer`] for each timer due, one at a time, so a callback can cancel a
+//! 3. **Signals**, in the same pass: when the self-pipe is among the ready sources, each signal
+//!    number read from it goes to [`Handler::on_signal`] (see [`signals`](crate::signals)).
+//! 4. **Run expired timers.** Read the clock again, advance the wheel to that millisecond and
+//!    call [`Handler::on_timer`] for each timer due, one at a time, so a callback can cancel a
 //!    timer due in the same tick.
-//! 4. **Drain the cross-thread queue.** If the eventfd fired, take every message posted
+//! 5. **Drain the cross-thread queue.** If the eventfd fired, take every message posted
 //!    through a [`Remote`] and call [`Handler::on_message`] for each, in posting order.
 //!
 //! # Level-triggered, deliberately
@@ -24,19 +30,36 @@
 //! read until EAGAIN leaves a connection stuck forever, a classic bug.
 //!
 //! # Peer close and errors
-//! Every source is registered with EPOLLRDHUP, so a peer's FIN is reported as
-//! [`Ready::is_closed`] even when no read is pending. EPOLLHUP and EPOLLERR are reported by
-//! the kernel whatever the interest set, even an empty one: a socket in that state stays
-//! "ready" forever, and only removing it from epoll stops the reports. Hence the rule:
-//! a handler that sees `is_closed()`/`is_error()` must deregister and close the source.
-//! (This is exactly how a Python loop could spin at 100% CPU on a client that hung up.)
+//! Readable sources are registered with EPOLLRDHUP, so a peer's FIN is reported as
+//! [`Ready::is_closed`]. A FIN is not the end of the connection: it comes with
+//! [`Ready::is_readable`] (reading returns what is left, then 0), and requests sent before it
+//! still deserve their answers. So on a FIN a handler keeps reading until `read` returns 0,
+//! which level triggering reports on the next turns; EPOLLRDHUP earns its keep when reading is
+//! *paused* (interest [`Interest::HANGUP`] alone, e.g. under backpressure), where it is the
+//! only way to hear that the client left. A source that is reading sees the FIN as EPOLLIN
+//! anyway.
+//!
+//! EPOLLHUP (both directions are shut, e.g. after an RST) and EPOLLERR are different: the
+//! kernel reports them whatever the interest set, even an empty one, and a socket in that
+//! state stays "ready" forever, only removing it from epoll stops the reports. Hence the
+//! rules. A handler that sees [`Ready::is_error`] must deregister and close the source. One
+//! that sees [`Ready::is_closed`] must make the reports stop: read on until `read` returns 0
+//! (then close), or, if it is not reading, note the FIN and drop [`Interest::HANGUP`] from its
+//! interest. EPOLLHUP cannot be dropped from an interest, so a source that reports it must be
+//! closed.
+//! The old Python server of tidings' first users (`docs/10-side-by-side.md`) spun at 100% CPU
+//! on exactly this: a hung-up socket it never removed.
 //!
 //! # Deregister before close
-//! epoll tracks the *open file description*, not the fd number. If an fd is closed while
-//! still registered, and the description lives on (a `dup`, a fork), epoll keeps reporting it
-//! under the old token; and if the number is reused by a new socket, `epoll_ctl(ADD)` of the
-//! newcomer can fail with EEXIST or events get attributed to the wrong owner. So the order is
-//! always: [`Reactor::deregister`], then close (drop the [`Fd`](crate::sys::Fd)).
+//! epoll tracks the *open file description*, not the fd number (epoll(7)): a registration is
+//! keyed on the (file, fd) pair and is removed automatically only when *every* descriptor of
+//! that file is closed. If an fd is closed while still registered and the description lives on
+//! (a `dup`, a child that inherited it across `fork`), epoll keeps reporting it under the old
+//! token, and the registration can no longer be removed: `EPOLL_CTL_DEL` needs the fd number,
+//! which is closed (or now names another file). A reused number does not collide with the
+//! ghost (`EPOLL_CTL_ADD` of the newcomer succeeds: another file), but the ghost's events
+//! still arrive with the old token. So the order is always: [`Reactor::deregister`], then
+//! close (drop the [`Fd`](crate::sys::Fd)).
 //!
 //! # Tokens
 //! A registration gets a [`Token`]: a slot in a slab plus a generation number. The slot makes
@@ -207,7 +230,8 @@ pub struct Reactor<M> {
     signals: Option<SignalPipe>,
     stats: LoopStats,
     stopping: bool,
-    /// The tick at which the loop last woke up: a clock read the handlers can reuse.
+    /// The tick of the loop's last clock read (the wake-up, then the timer phase): a clock
+    /// read the handlers can reuse.
     woke_tick: u64,
 }
 
@@ -326,9 +350,11 @@ impl<M> Reactor<M> {
         self.timers.insert(deadline, tag)
     }
 
-    /// Milliseconds since the loop started, as of its last wake-up. Costs no clock read, so
-    /// it suits per-request bookkeeping (timestamps for timeouts, the Date header); it lags
-    /// real time by the time spent in the current turn.
+    /// Milliseconds since the loop started, as of the last clock read of the loop: the
+    /// wake-up from `epoll_wait` during I/O dispatch, then the read before the timers run
+    /// (phase 4), which messages from other threads see too. Costs no clock read, so it suits
+    /// per-request bookkeeping (timestamps for timeouts, the Date header); it lags real time by
+    /// the time spent in the current phase.
     pub fn now_ms(&self) -> u64 {
         self.woke_tick
     }
@@ -376,8 +402,9 @@ impl<M> Reactor<M> {
         Ok(())
     }
 
-    /// One turn: wait (at most `max_wait`, and no longer than the next timer), dispatch I/O,
-    /// run due timers, drain cross-thread messages. Returns the number of I/O events delivered.
+    /// One turn: wait (at most `max_wait`, and no longer than the next timer), dispatch I/O
+    /// and signals, run due timers, drain cross-thread messages. Returns the number of I/O
+    /// events delivered.
     pub fn run_once<H: Handler<M>>(
         &mut self,
         handler: &mut H,

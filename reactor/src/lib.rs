@@ -7,14 +7,16 @@
 //! | module | what it is | why it is here |
 //! |---|---|---|
 //! | [`sys`] | one function per syscall, the only `unsafe` code | keeps the rest safe and readable |
-//! | [`event_loop`] | [`Reactor`]: epoll, tokens, the four phases of a turn | the loop itself |
+//! | [`event_loop`] | [`Reactor`]: epoll, tokens, the phases of a turn | the loop itself |
 //! | [`wheel`] | [`TimerWheel`]: hierarchical timing wheel | O(1) timers, no polling interval |
 //! | [`remote`] | [`Remote`]: eventfd + queue | the only way other threads reach the loop |
 //! | [`pool`] | [`WorkerPool`]: threads for blocking jobs | slow work never stalls the loop |
 //! | [`signals`] | self-pipe for SIGINT/SIGTERM | graceful stop, handled in the loop |
 //! | [`net`] | listening/accepted TCP sockets | what a server needs, over `sys` |
 //!
-//! Start with the [`event_loop`] module docs: they walk through one turn of the loop.
+//! Start with the [`event_loop`] module docs: they walk through one turn of the loop. The
+//! book in `docs/` (start at `docs/README.md`) explains each module with diagrams and
+//! experiments.
 //!
 //! ```no_run
 //! use reactor::{Reactor, Handler, Event};

@@ -136,7 +136,8 @@ pub(crate) fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     cvt_size(unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) })
 }
 
-/// Gathers several buffers into one `writev` (at most `IOV_MAX` = 1024 of them).
+/// Gathers several buffers into one `writev`: the first 64 of them (a stack array; Linux's
+/// `IOV_MAX` is 1024). The caller sees a short write and calls again for the rest.
 pub(crate) fn writev(fd: RawFd, bufs: &[&[u8]]) -> io::Result<usize> {
     let mut iov: [MaybeUninit<libc::iovec>; 64] = [MaybeUninit::uninit(); 64];
     let n = bufs.len().min(iov.len());

@@ -276,3 +276,43 @@ fn free_running_posts_at_random_delays_all_arrive() {
     sender.join().unwrap();
     assert_eq!(r.stats().remote_messages, POSTS);
 }
+
+#[test]
+fn a_post_while_the_loop_takes_the_queue_still_wakes_it() {
+    // Two posts per round, the second a random 0 to ~40 us after the first, then the sender
+    // waits for both. The second often lands while the loop is taking the first, after the
+    // eventfd was drained. If the loop cleared the wake-up flag *after* taking the queue, that
+    // post would see the flag still set, skip the eventfd write, and sit in the queue while
+    // the loop sleeps (docs/05-waking-the-loop.md, experiment remote-order).
+    const ROUNDS: u64 = 1_000;
+    let mut r = Reactor::<u64>::new().unwrap();
+    let acked = Arc::new(AtomicU64::new(0));
+    let sender = {
+        let remote = r.remote();
+        let acked = acked.clone();
+        std::thread::spawn(move || {
+            let mut x = 0x5eed_1234_abcd_0001u64;
+            for round in 0..ROUNDS {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                remote.post(2 * round).unwrap();
+                let until = Instant::now() + Duration::from_micros(x % 40);
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                remote.post(2 * round + 1).unwrap();
+                let t = Instant::now();
+                while acked.load(Ordering::SeqCst) < 2 * round + 2 {
+                    if t.elapsed() > Duration::from_secs(5) {
+                        return; // the loop side fails the test
+                    }
+                    std::hint::spin_loop();
+                }
+            }
+        })
+    };
+    let mut h = Acker { acked, received: 0 };
+    run_until(&mut r, &mut h, Duration::from_secs(20), |h| h.received == 2 * ROUNDS);
+    sender.join().unwrap();
+}

@@ -460,3 +460,24 @@ fn randomized_against_btreemap_model() {
     );
     assert!(max_live > 1_000, "max live {max_live}");
 }
+
+/// The worked example of `docs/04-timer-wheel.md`: timers at 5, 70 and 4,100 ms land on
+/// levels 0, 1 and 2; the wheel has work at 5 (fire), 64 (cascade 70 to level 0), 70 (fire),
+/// 4,096 (cascade 4,100) and 4,100 (fire), and at no other tick.
+#[test]
+fn the_books_worked_example() {
+    let mut w = TimerWheel::new();
+    w.insert(5, 'a');
+    w.insert(70, 'b');
+    w.insert(4_100, 'c');
+    let mut work_at = Vec::new();
+    let mut fired = Vec::new();
+    while let Some(t) = w.next_deadline() {
+        work_at.push(t);
+        while let Some((_, x)) = w.poll(t) {
+            fired.push((t, x));
+        }
+    }
+    assert_eq!(work_at, vec![5, 64, 70, 4_096, 4_100]);
+    assert_eq!(fired, vec![(5, 'a'), (70, 'b'), (4_100, 'c')]);
+}
