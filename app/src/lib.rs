@@ -12,8 +12,6 @@
 //! - [`config`]: command-line flags.
 //! - [`json`]: the low-level JSON writers (strings, numbers, base64) [`render`] uses.
 
-#![forbid(unsafe_code)]
-
 // Every `unsafe` block of the project is in `reactor::sys` (RELIABILITY.md lists them).
 #![forbid(unsafe_code)]
 
