@@ -173,15 +173,18 @@ pub struct LoopStats {
 
 /// The owner of the application state. The loop calls these methods; each gets the reactor
 /// back so it can register sources, set timers or stop the loop.
-pub trait Handler<M> {
+///
+/// `M` is the type of messages from other threads, `T` the payload of a timer: what the owner
+/// wants back when it fires (an enum of its timer kinds, typically; `u64` by default).
+pub trait Handler<M, T = u64> {
     /// A registered source is ready.
-    fn on_io(&mut self, reactor: &mut Reactor<M>, event: Event);
-    /// A timer set with [`Reactor::set_timer`] fired; `tag` is what was given then.
-    fn on_timer(&mut self, _reactor: &mut Reactor<M>, _id: TimerId, _tag: u64) {}
+    fn on_io(&mut self, reactor: &mut Reactor<M, T>, event: Event);
+    /// A timer set with [`Reactor::set_timer`] fired; `payload` is what was given then.
+    fn on_timer(&mut self, _reactor: &mut Reactor<M, T>, _id: TimerId, _payload: T) {}
     /// A message posted through a [`Remote`] arrived.
-    fn on_message(&mut self, _reactor: &mut Reactor<M>, _msg: M) {}
+    fn on_message(&mut self, _reactor: &mut Reactor<M, T>, _msg: M) {}
     /// A signal watched with [`Reactor::watch_signals`] arrived.
-    fn on_signal(&mut self, _reactor: &mut Reactor<M>, _signo: i32) {}
+    fn on_signal(&mut self, _reactor: &mut Reactor<M, T>, _signo: i32) {}
 }
 
 enum SourceKind {
@@ -197,13 +200,14 @@ struct Source {
     kind: SourceKind,
 }
 
-/// The event loop. `M` is the type of message other threads can post to it.
-pub struct Reactor<M> {
+/// The event loop. `M` is the type of message other threads can post to it, `T` the payload
+/// its timers carry (given to [`Reactor::set_timer`], handed back to [`Handler::on_timer`]).
+pub struct Reactor<M, T = u64> {
     epoll: sys::Fd,
     events: Vec<sys::EpollEvent>,
     sources: Slab<Source>,
     next_gen: u32,
-    timers: TimerWheel<u64>,
+    timers: TimerWheel<T>,
     start: Instant,
     remote: Arc<Shared<M>>,
     inbox: VecDeque<M>,
@@ -217,7 +221,7 @@ pub struct Reactor<M> {
 /// How many events one `epoll_wait` may return.
 const EVENT_BATCH: usize = 1024;
 
-impl<M> Reactor<M> {
+impl<M, T: Clone> Reactor<M, T> {
     /// Creates the epoll instance and registers the cross-thread eventfd. Also sets SIGPIPE to
     /// "ignore", so writing to a socket the peer closed returns EPIPE instead of killing us.
     pub fn new() -> io::Result<Self> {
@@ -310,23 +314,24 @@ impl<M> Reactor<M> {
         nanos.div_ceil(1_000_000).min(u64::MAX as u128) as u64
     }
 
-    /// Calls [`Handler::on_timer`] with `tag` once, no earlier than `after` from now.
-    pub fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
+    /// Calls [`Handler::on_timer`] with `payload` once, no earlier than `after` from now.
+    pub fn set_timer(&mut self, after: Duration, payload: T) -> TimerId {
         let deadline = self.deadline_tick(after);
-        self.timers.insert(deadline, tag)
+        self.timers.insert(deadline, payload)
     }
 
-    /// Calls [`Handler::on_timer`] with `tag` every `every` (at 1 ms granularity), first after `every`.
-    pub fn set_repeating_timer(&mut self, every: Duration, tag: u64) -> TimerId {
+    /// Calls [`Handler::on_timer`] with (a clone of) `payload` every `every` (at 1 ms
+    /// granularity), first after `every`.
+    pub fn set_repeating_timer(&mut self, every: Duration, payload: T) -> TimerId {
         let deadline = self.deadline_tick(every);
         let period = u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.timers.insert_repeating(deadline, period, tag)
+        self.timers.insert_repeating(deadline, period, payload)
     }
 
-    /// Calls [`Handler::on_timer`] with `tag` once the wheel reaches tick `deadline` (ms since
-    /// the loop started, as given by [`now_ms`](Self::now_ms)).
-    pub fn set_timer_at(&mut self, deadline: u64, tag: u64) -> TimerId {
-        self.timers.insert(deadline, tag)
+    /// Calls [`Handler::on_timer`] with `payload` once the wheel reaches tick `deadline` (ms
+    /// since the loop started, as given by [`now_ms`](Self::now_ms)).
+    pub fn set_timer_at(&mut self, deadline: u64, payload: T) -> TimerId {
+        self.timers.insert(deadline, payload)
     }
 
     /// Milliseconds since the loop started, as of its last wake-up. Costs no clock read, so
@@ -375,7 +380,7 @@ impl<M> Reactor<M> {
     }
 
     /// Runs turns until [`stop`](Self::stop) is called.
-    pub fn run<H: Handler<M>>(&mut self, handler: &mut H) -> io::Result<()> {
+    pub fn run<H: Handler<M, T>>(&mut self, handler: &mut H) -> io::Result<()> {
         self.stopping = false;
         while !self.stopping {
             self.run_once(handler, None)?;
@@ -385,7 +390,7 @@ impl<M> Reactor<M> {
 
     /// One turn: wait (at most `max_wait`, and no longer than the next timer), dispatch I/O,
     /// run due timers, drain cross-thread messages. Returns the number of I/O events delivered.
-    pub fn run_once<H: Handler<M>>(
+    pub fn run_once<H: Handler<M, T>>(
         &mut self,
         handler: &mut H,
         max_wait: Option<Duration>,
@@ -438,9 +443,9 @@ impl<M> Reactor<M> {
         // may have taken a while, and timer handlers should see the time they fire at.
         let now = self.tick_now();
         self.woke_tick = now;
-        while let Some((id, tag)) = self.timers.poll(now) {
+        while let Some((id, payload)) = self.timers.poll(now) {
             self.stats.timers_fired += 1;
-            handler.on_timer(self, id, tag);
+            handler.on_timer(self, id, payload);
         }
 
         // Phase 4: drain the cross-thread queue.
@@ -459,7 +464,7 @@ impl<M> Reactor<M> {
         Ok(delivered)
     }
 
-    fn dispatch_signals<H: Handler<M>>(&mut self, handler: &mut H) {
+    fn dispatch_signals<H: Handler<M, T>>(&mut self, handler: &mut H) {
         let mut buf = [0u8; 32];
         let got = match &self.signals {
             Some(p) => p.read(&mut buf),
@@ -499,7 +504,7 @@ impl<M> Reactor<M> {
     }
 }
 
-impl<M> Drop for Reactor<M> {
+impl<M, T> Drop for Reactor<M, T> {
     fn drop(&mut self) {
         // Refuse further posts; queued messages are dropped with the shared queue.
         self.remote.close();
