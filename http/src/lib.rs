@@ -23,17 +23,23 @@
 
 pub mod body;
 pub mod buffers;
+pub mod conn;
 pub mod date;
+pub mod dispatch;
+pub mod log;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod service;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use log::log;
 pub use request::{HttpError, Request};
 pub use response::{Body, Response};
-pub use server::{log, Closed, ConnId, Ctx, Responder, Server, ServerStats, Service};
+pub use server::{Server, ServerTimer};
+pub use service::{Closed, ConnId, Ctx, Flow, Loop, Responder, ServerStats, Service, StreamId};
 
 /// Size limits. Each has a clear answer when exceeded (see [`request`]).
 #[derive(Debug, Clone, Copy)]

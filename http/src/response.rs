@@ -149,6 +149,19 @@ pub struct HeadContext<'a> {
     /// `Some(true)` = say `Connection: keep-alive` (HTTP/1.0 client), `Some(false)` = say
     /// `Connection: close`, `None` = say nothing (HTTP/1.1 default keep-alive).
     pub connection: Option<bool>,
+    /// How the body is delimited.
+    pub length: BodyLength,
+}
+
+/// How the end of a response body is told to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLength {
+    /// `Content-Length` of the response's own body (every complete answer).
+    Known,
+    /// `Transfer-Encoding: chunked`: a stream to an HTTP/1.1 client, body written later.
+    Chunked,
+    /// Neither: the body ends when the connection closes (a stream to an HTTP/1.0 client).
+    UntilClose,
 }
 
 /// Appends the status line and headers (ending with the blank line) to `out`.
@@ -167,8 +180,14 @@ pub fn write_head(out: &mut Vec<u8>, resp: &Response, ctx: &HeadContext<'_>) {
     }
     out.extend_from_slice(ctx.date);
     if !is_bodiless(resp.status) {
-        out.extend_from_slice(b"\r\nContent-Length: ");
-        push_u64(out, resp.body.as_bytes().len() as u64);
+        match ctx.length {
+            BodyLength::Known => {
+                out.extend_from_slice(b"\r\nContent-Length: ");
+                push_u64(out, resp.body.as_bytes().len() as u64);
+            }
+            BodyLength::Chunked => out.extend_from_slice(b"\r\nTransfer-Encoding: chunked"),
+            BodyLength::UntilClose => {}
+        }
     }
     if let Some(ct) = resp.content_type {
         out.extend_from_slice(b"\r\nContent-Type: ");
@@ -210,7 +229,8 @@ mod tests {
         let mut out = Vec::new();
         let resp = Response::text(200, "hi").header("ETag", "\"3\"");
         let date = *b"Thu, 01 Jan 1970 00:00:00 GMT";
-        write_head(&mut out, &resp, &HeadContext { date: &date, connection: Some(false) });
+        let length = BodyLength::Known;
+        write_head(&mut out, &resp, &HeadContext { date: &date, connection: Some(false), length });
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nServer: tidings\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\n\
@@ -218,8 +238,17 @@ mod tests {
              ETag: \"3\"\r\n\r\n"
         );
         let mut out = Vec::new();
-        write_head(&mut out, &Response::new(304), &HeadContext { date: &date, connection: None });
+        write_head(&mut out, &Response::new(304), &HeadContext { date: &date, connection: None, length });
         assert!(!String::from_utf8(out).unwrap().contains("Content-Length"));
+        let mut out = Vec::new();
+        let length = BodyLength::Chunked;
+        write_head(
+            &mut out,
+            &Response::new(200),
+            &HeadContext { date: &date, connection: Some(false), length },
+        );
+        let head = String::from_utf8(out).unwrap();
+        assert!(head.contains("\r\nTransfer-Encoding: chunked\r\n") && !head.contains("Content-Length"));
         let mut n = Vec::new();
         push_u64(&mut n, 0);
         push_u64(&mut n, 1234567890);

@@ -116,7 +116,7 @@ impl TestService {
         }
     }
 
-    fn snapshot(&self, ctx: &Ctx<'_, Msg>) -> Snapshot {
+    fn snapshot(&self, ctx: &Ctx<'_, TestService>) -> Snapshot {
         let stats = ctx.stats();
         let loop_stats = ctx.loop_stats();
         Snapshot {
@@ -160,8 +160,10 @@ fn param<T: std::str::FromStr>(req: &Request<'_>, name: &str, default: T) -> T {
 
 impl Service for TestService {
     type Msg = Msg;
+    type Note = u64;
+    type Timer = u64;
 
-    fn call(&mut self, ctx: &mut Ctx<'_, Msg>, req: &Request<'_>, responder: Responder) {
+    fn call(&mut self, ctx: &mut Ctx<'_, TestService>, req: &Request<'_>, responder: Responder) {
         let resp = match req.path {
             "/plaintext" => Response::text(200, "Hello, World!"),
             "/echo" => {
@@ -207,14 +209,14 @@ impl Service for TestService {
         let _ = ctx.respond(responder, resp);
     }
 
-    fn on_close(&mut self, _ctx: &mut Ctx<'_, Msg>, conn: ConnId, _note: u64) {
+    fn on_close(&mut self, _ctx: &mut Ctx<'_, TestService>, conn: ConnId, _note: Option<u64>) {
         self.on_close_calls += 1;
         *self.on_close.entry(conn).or_insert(0) += 1;
         // Deferred answers of a closed connection are dropped when their timer fires (their
         // `respond` returns Err(Closed)); held ones stay until released, to test exactly that.
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Msg>, _id: TimerId, tag: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, TestService>, _id: TimerId, tag: u64) {
         if let Some((responder, ms)) = self.deferred.remove(&tag) {
             let body = format!("deferred {ms}").into_bytes();
             let _ =
@@ -222,7 +224,7 @@ impl Service for TestService {
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, Msg>, msg: Msg) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_, TestService>, msg: Msg) {
         match msg {
             Msg::Stop => ctx.shutdown(),
             Msg::Query(tx) => {
@@ -239,7 +241,7 @@ impl Service for TestService {
         }
     }
 
-    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Msg>) {
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, TestService>) {
         self.on_shutdown_calls += 1;
         if self.opts.answer_held_on_shutdown {
             for r in self.held.drain(..) {
