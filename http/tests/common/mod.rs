@@ -276,7 +276,7 @@ impl Service for TestService {
         partial.extend_from_slice(data);
         while let Some(end) = partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = partial.drain(..=end).collect();
-            if line.trim_ascii() == b"quit" {
+            if line == b"quit\n" || line == b"quit\r\n" {
                 let _ = ctx.send(&stream, b"bye\n");
                 let _ = ctx.end(stream);
                 self.lines.remove(&stream);
