@@ -38,11 +38,11 @@ count() {
   shift 3
   rm -f "$WORK"/cg.out.*
   # Warm up (connections open, buffers pooled), then count a window of steady load.
-  "$LOAD" http --url "http://$addr/plaintext" -c 4 -d 1 "$@" >/dev/null
-  callgrind_control -z "$PID" >/dev/null
+  "$LOAD" http --url "http://$addr/plaintext" -c 4 -d 1 --warmup 0 "$@" >/dev/null
+  callgrind_control -z "$PID" >/dev/null 2>&1
   local out
-  out=$("$LOAD" http --url "http://$addr/plaintext" -c 4 -d "$DUR" "$@" | grep '^RESULT')
-  callgrind_control -d "$PID" >/dev/null
+  out=$("$LOAD" http --url "http://$addr/plaintext" -c 4 -d "$DUR" --warmup 0 "$@" | grep "^RESULT")
+  callgrind_control -d "$PID" >/dev/null 2>&1
   local reqs instr file
   reqs=$(sed -n 's/.* requests=\([0-9]*\).*/\1/p' <<<"$out")
   file=$(ls -t "$WORK"/cg.out.* 2>/dev/null | grep -v '\.out\.[0-9]*$' | head -n 1 || true)
