@@ -9,7 +9,8 @@
 #   FLOOR=1 benches/instructions.sh                  # also the C floor (benches/peers/c-floor)
 #   DUR=4 benches/instructions.sh A B                # seconds of counted load per figure
 #
-# Prints one line per (server, mode): `instr/req`. Needs valgrind. Under callgrind a server
+# Prints one line per (server, mode): `instr/req`; the profiles stay in
+# target/instructions/callgrind.NAME.MODE (callgrind_annotate --threshold=100 FILE). Needs valgrind. Under callgrind a server
 # runs ~50x slower, so the request rate is low; the count per request does not depend on it
 # (except the per-turn costs shared by a batch of ready connections: same load, same shape).
 set -euo pipefail
@@ -36,7 +37,7 @@ trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; true' EXIT
 count() {
   local name=$1 addr=$2 mode=$3
   shift 3
-  rm -f "$WORK"/cg.out.*
+  rm -f "$WORK"/cg.out.*.[0-9]*
   # Warm up (connections open, buffers pooled), then count a window of steady load.
   "$LOAD" http --url "http://$addr/plaintext" -c 4 -d 1 --warmup 0 "$@" >/dev/null
   callgrind_control -z "$PID" >/dev/null 2>&1
@@ -48,6 +49,7 @@ count() {
   file=$(ls -t "$WORK"/cg.out.* 2>/dev/null | grep -v '\.out\.[0-9]*$' | head -n 1 || true)
   [ -n "$file" ] || file=$(ls -t "$WORK"/cg.out.* | head -n 1)
   instr=$(sed -n 's/^summary: *\([0-9]*\).*/\1/p; s/^totals: *\([0-9]*\).*/\1/p' "$file" | head -n 1)
+  mv "$file" "$WORK/callgrind.$(basename "$name").$mode" # for callgrind_annotate
   echo "$name $mode requests=$reqs instructions=$instr instr/req=$((instr / (reqs > 0 ? reqs : 1)))"
 }
 

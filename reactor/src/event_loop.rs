@@ -304,7 +304,7 @@ impl<M, T: Clone> Reactor<M, T> {
 
     /// Milliseconds since the loop was created, rounded down: "now" as the wheel sees it.
     fn tick_now(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+        whole_ms(self.start.elapsed())
     }
 
     /// The first whole tick at or after `after` from now (rounded up: never early).
@@ -347,11 +347,12 @@ impl<M, T: Clone> Reactor<M, T> {
     }
 
     /// How long `epoll_wait` may sleep: until the next timer work, rounded up to whole ms;
-    /// `None` = no timer pending (sleep until something happens).
-    fn timer_timeout(&self) -> Option<Duration> {
+    /// `None` = no timer pending (sleep until something happens). `now`: the loop's clock if
+    /// it was just read (the end of the previous turn, in [`run`](Self::run)).
+    fn timer_timeout(&self, now: Option<Duration>) -> Option<Duration> {
         let deadline = self.timers.next_deadline()?;
         let due = Duration::from_millis(deadline);
-        Some(due.saturating_sub(self.start.elapsed()))
+        Some(due.saturating_sub(now.unwrap_or_else(|| self.start.elapsed())))
     }
 
     // ----- signals ---------------------------------------------------------------------------
@@ -382,8 +383,10 @@ impl<M, T: Clone> Reactor<M, T> {
     /// Runs turns until [`stop`](Self::stop) is called.
     pub fn run<H: Handler<M, T>>(&mut self, handler: &mut H) -> io::Result<()> {
         self.stopping = false;
+        // The clock read that ends a turn also starts the next one: nothing runs in between.
+        let mut now = None;
         while !self.stopping {
-            self.run_once(handler, None)?;
+            now = Some(self.turn(handler, None, now)?.1);
         }
         Ok(())
     }
@@ -395,19 +398,30 @@ impl<M, T: Clone> Reactor<M, T> {
         handler: &mut H,
         max_wait: Option<Duration>,
     ) -> io::Result<usize> {
+        Ok(self.turn(handler, max_wait, None)?.0)
+    }
+
+    /// [`run_once`](Self::run_once), given the clock if it was just read; also returns the
+    /// clock at the end of the turn.
+    fn turn<H: Handler<M, T>>(
+        &mut self,
+        handler: &mut H,
+        max_wait: Option<Duration>,
+        now: Option<Duration>,
+    ) -> io::Result<(usize, Duration)> {
         // Phase 1: wait.
-        let wait = match (self.timer_timeout(), max_wait) {
+        let wait = match (self.timer_timeout(now), max_wait) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         let timeout_ms = match wait {
             // Round up: a 0.3 ms wait becomes 1 ms, never 0 (which would spin until due).
-            Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
+            Some(d) => ceil_ms(d).min(i32::MAX as u64) as i32,
             None => -1,
         };
         let n = sys::epoll_wait(&self.epoll, &mut self.events, timeout_ms)?;
-        let woke = Instant::now();
-        self.woke_tick = woke.duration_since(self.start).as_millis() as u64;
+        let woke = self.start.elapsed();
+        self.woke_tick = whole_ms(woke);
         self.stats.iterations += 1;
 
         // Phase 2: dispatch I/O.
@@ -460,8 +474,9 @@ impl<M, T: Clone> Reactor<M, T> {
             self.inbox = inbox;
         }
 
-        self.stats.busy_time += woke.elapsed();
-        Ok(delivered)
+        let end = self.start.elapsed();
+        self.stats.busy_time += end.saturating_sub(woke);
+        Ok((delivered, end))
     }
 
     fn dispatch_signals<H: Handler<M, T>>(&mut self, handler: &mut H) {
@@ -504,9 +519,37 @@ impl<M, T: Clone> Reactor<M, T> {
     }
 }
 
+/// Whole milliseconds in `d`, rounded down (without the 128-bit division of `as_millis`: this
+/// runs several times per turn).
+fn whole_ms(d: Duration) -> u64 {
+    d.as_secs().saturating_mul(1000).saturating_add(u64::from(d.subsec_nanos() / 1_000_000))
+}
+
+/// Milliseconds in `d`, rounded up.
+fn ceil_ms(d: Duration) -> u64 {
+    d.as_secs().saturating_mul(1000).saturating_add(u64::from(d.subsec_nanos().div_ceil(1_000_000)))
+}
+
 impl<M, T> Drop for Reactor<M, T> {
     fn drop(&mut self) {
         // Refuse further posts; queued messages are dropped with the shared queue.
         self.remote.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn milliseconds_without_u128() {
+        for d in [0, 1, 999_999, 1_000_000, 1_000_001, 1_999_999_999, 86_400_000_000_123] {
+            let d = Duration::from_nanos(d);
+            assert_eq!(whole_ms(d) as u128, d.as_millis(), "{d:?}");
+            assert_eq!(ceil_ms(d) as u128, d.as_nanos().div_ceil(1_000_000), "{d:?}");
+        }
+        assert_eq!(ceil_ms(Duration::from_micros(300)), 1, "never 0 for a wait that is not 0");
+        assert_eq!(ceil_ms(Duration::MAX), u64::MAX);
+        assert_eq!(whole_ms(Duration::MAX), u64::MAX);
     }
 }
