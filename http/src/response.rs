@@ -166,6 +166,11 @@ pub enum BodyLength {
 
 /// Appends the status line and headers (ending with the blank line) to `out`.
 pub fn write_head(out: &mut Vec<u8>, resp: &Response, ctx: &HeadContext<'_>) {
+    let [extra, shared] = resp.extra_headers();
+    let ct = resp.content_type.unwrap_or("");
+    // One reservation for the whole head (the fixed parts are under 160 bytes), so the
+    // appends below never grow the buffer one by one.
+    out.reserve(160 + ct.len() + extra.len() + shared.len());
     match resp.status {
         // The common status lines as one constant copy each.
         200 => out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: tidings\r\nDate: "),
@@ -189,24 +194,31 @@ pub fn write_head(out: &mut Vec<u8>, resp: &Response, ctx: &HeadContext<'_>) {
             BodyLength::UntilClose => {}
         }
     }
-    if let Some(ct) = resp.content_type {
+    if resp.content_type.is_some() {
         out.extend_from_slice(b"\r\nContent-Type: ");
         out.extend_from_slice(ct.as_bytes());
     }
     match ctx.connection {
-        Some(true) => out.extend_from_slice(b"\r\nConnection: keep-alive"),
-        Some(false) => out.extend_from_slice(b"\r\nConnection: close"),
-        None => {}
+        Some(true) => out.extend_from_slice(b"\r\nConnection: keep-alive\r\n"),
+        Some(false) => out.extend_from_slice(b"\r\nConnection: close\r\n"),
+        None => out.extend_from_slice(b"\r\n"),
     }
-    out.extend_from_slice(b"\r\n");
-    for lines in resp.extra_headers() {
-        out.extend_from_slice(lines.as_bytes());
-    }
+    out.extend_from_slice(extra.as_bytes());
+    out.extend_from_slice(shared.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
 /// Appends the decimal digits of `v` (no allocation, unlike `write!`).
 pub fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    // Most numbers in a head are short (a small body's length, a status): no loop for them.
+    if v < 10 {
+        out.push(b'0' + v as u8);
+        return;
+    }
+    if v < 100 {
+        out.extend_from_slice(&[b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]);
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -250,8 +262,10 @@ mod tests {
         let head = String::from_utf8(out).unwrap();
         assert!(head.contains("\r\nTransfer-Encoding: chunked\r\n") && !head.contains("Content-Length"));
         let mut n = Vec::new();
-        push_u64(&mut n, 0);
-        push_u64(&mut n, 1234567890);
-        assert_eq!(n, b"01234567890");
+        for v in [0, 7, 10, 99, 100, 1234567890, u64::MAX] {
+            n.clear();
+            push_u64(&mut n, v);
+            assert_eq!(n, v.to_string().as_bytes());
+        }
     }
 }
