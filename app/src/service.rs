@@ -159,7 +159,12 @@ impl Tidings {
             Cors::Any => Some(Grant::Any),
             Cors::Origins(_) => self.cors_grants.remove(&responder.conn()).map(Grant::Origin),
         };
-        let resp = self.opts.cors.decorate(resp, grant);
+        // Without CORS there is nothing to add: no pass through `decorate` and back.
+        let resp = if grant.is_none() && matches!(self.opts.cors, Cors::Off) {
+            resp
+        } else {
+            self.opts.cors.decorate(resp, grant)
+        };
         if self.opts.access_log {
             crate::log(format_args!("{what} -> {}", resp.status));
         }
