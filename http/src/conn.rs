@@ -3,16 +3,16 @@
 //!
 //! # State
 //! A connection's state is two enums and two facts about its buffers:
-//! - [`ReadSide`]: `Open`; `FinNoted` (epoll reported the client's FIN while reading was paused:
+//! - `ReadSide`: `Open`; `FinNoted` (epoll reported the client's FIN while reading was paused:
 //!   requests may still wait in the kernel before it, so it is not yet the end of the input);
 //!   `Eof` (we read the end, or the client hung up on something the service holds).
-//! - [`Phase`]: what the connection is doing with requests (below);
+//! - `Phase`: what the connection is doing with requests (below);
 //! - whether output is pending, and whether it is over `max_output_bytes` (backpressure);
 //! - whether the read buffer is full (a head and a body at their limits).
 //!
 //! Which epoll interest and which timeout the connection has are pure functions of that state:
-//! [`interest`] and [`clock`], tested as a table at the end of this file. After every event,
-//! [`Server::after_io`] moves the phase on (Closing to Linger or closed, Idle/Head from the
+//! `interest` and `clock`, tested as a table at the end of this file. After every event,
+//! `Server::after_io` moves the phase on (Closing to Linger or closed, Idle/Head from the
 //! buffer) and applies both; nothing else decides them.
 //!
 //! ```text
@@ -49,15 +49,14 @@
 //! - *Linger*: closing a socket with unread input sends RST, which can destroy the answer still
 //!   in flight; so after a closing answer with input left, shut our side and read until FIN.
 //! - *Lazy connection timer*: one timer per connection, re-armed only when the deadline moves
-//!   earlier ([`Core::update_timer`]): a busy keep-alive connection costs no timer operation.
-//! - *Late answers written at once* ([`Core::answered_late`]): a publish that wakes 10,000
+//!   earlier (`Core::update_timer`): a busy keep-alive connection costs no timer operation.
+//! - *Late answers written at once* (`Core::answered_late`): a publish that wakes 10,000
 //!   polls reuses one pooled buffer instead of holding 10,000.
 //! - *QUICKACK* while a head or body is partly here: a client with Nagle on may hold the rest
 //!   until we ACK, and the kernel would delay that ACK by up to 40 ms.
 //! - *Streaming* reads only to notice the client's close (HANGUP): requests pipelined behind a
 //!   stream are not processed, the connection closes when the stream ends.
 //!
-//! [`Server::after_io`]: crate::Server
 //! [`Service::on_close`]: crate::Service::on_close
 
 use std::io;

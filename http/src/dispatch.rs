@@ -1,7 +1,7 @@
 //! From the read buffer to the service, and its answers back into the output: the `Idle`,
 //! `Head`, `Body` and `Service` phases of a connection (see [`conn`](crate::conn)).
 //!
-//! [`Server::process`] parses as many complete requests as the buffer holds (pipelining) and
+//! `Server::process` parses as many complete requests as the buffer holds (pipelining) and
 //! calls the [`Service`] for each; a responder the service *keeps* stops the parsing: later
 //! requests wait their turn. On an upgraded connection it hands the buffer to the service
 //! instead. The answers are serialised straight into the connection's output, to be written

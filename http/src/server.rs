@@ -4,7 +4,7 @@
 //!
 //! How one request goes, and where to read it:
 //!
-//! 1. [`Server::accept_ready`] (here): the listener is readable; `accept4` in a loop until
+//! 1. `Server::accept_ready` (here): the listener is readable; `accept4` in a loop until
 //!    EAGAIN, TCP_NODELAY on each socket, register it (readable), start the keep-alive clock.
 //! 2. `conn_ready` ([`conn`](crate::conn)): the socket is readable; one read appends to the
 //!    connection's read buffer (taken from the pool only now).
@@ -14,7 +14,7 @@
 //!    the connection's next state decides its epoll interest and timer.
 //! 5. The connection goes idle: buffers back to the pool, keep-alive timer running.
 //!
-//! Closing is one function, [`Server::close`], whatever the cause: deregister from epoll,
+//! Closing is one function, `Server::close`, whatever the cause: deregister from epoll,
 //! cancel the connection's timer, return buffers, close the fd (by dropping the stream), and
 //! only then tell the service if it held something on the connection.
 //!
