@@ -522,7 +522,7 @@ impl<M, T: Clone> Reactor<M, T> {
 /// Whole milliseconds in `d`, rounded down (without the 128-bit division of `as_millis`: this
 /// runs several times per turn).
 fn whole_ms(d: Duration) -> u64 {
-    d.as_secs().saturating_mul(1000).saturating_add(u64::from(d.subsec_nanos() / 1_000_000))
+    d.as_secs().saturating_mul(1000).saturating_add(u64::from(d.subsec_millis()))
 }
 
 /// Milliseconds in `d`, rounded up.
