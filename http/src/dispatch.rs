@@ -212,7 +212,7 @@ impl<S: Service> Core<S> {
         let head = HeadContext { date: self.date.get(now_ms), connection, length: BodyLength::Known };
         let out = conn.out.tail(&mut self.pool);
         let before = out.len();
-        response::write_head(out, &resp, &head);
+        self.heads.write(out, &resp, &head);
         if let (true, Body::Static(b)) = (with_body, &resp.body) {
             out.extend_from_slice(b);
         }

@@ -171,7 +171,13 @@ pub fn write_head(out: &mut Vec<u8>, resp: &Response, ctx: &HeadContext<'_>) {
     // One reservation for the whole head (the fixed parts are under 160 bytes), so the
     // appends below never grow the buffer one by one.
     out.reserve(160 + ct.len() + extra.len() + shared.len());
-    match resp.status {
+    write_status_and_date(out, resp.status, ctx.date);
+    write_after_date(out, resp, ctx);
+}
+
+/// The head up to and including the Date value.
+fn write_status_and_date(out: &mut Vec<u8>, status: u16, date: &[u8; 29]) {
+    match status {
         // The common status lines as one constant copy each.
         200 => out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: tidings\r\nDate: "),
         304 => out.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\nServer: tidings\r\nDate: "),
@@ -183,7 +189,11 @@ pub fn write_head(out: &mut Vec<u8>, resp: &Response, ctx: &HeadContext<'_>) {
             out.extend_from_slice(b"\r\nServer: tidings\r\nDate: ");
         }
     }
-    out.extend_from_slice(ctx.date);
+    out.extend_from_slice(date);
+}
+
+/// The head after the Date value: length, type, connection, extra lines, blank line.
+fn write_after_date(out: &mut Vec<u8>, resp: &Response, ctx: &HeadContext<'_>) {
     if !is_bodiless(resp.status) {
         match ctx.length {
             BodyLength::Known => {
@@ -194,7 +204,7 @@ pub fn write_head(out: &mut Vec<u8>, resp: &Response, ctx: &HeadContext<'_>) {
             BodyLength::UntilClose => {}
         }
     }
-    if resp.content_type.is_some() {
+    if let Some(ct) = resp.content_type {
         out.extend_from_slice(b"\r\nContent-Type: ");
         out.extend_from_slice(ct.as_bytes());
     }
@@ -203,9 +213,55 @@ pub fn write_head(out: &mut Vec<u8>, resp: &Response, ctx: &HeadContext<'_>) {
         Some(false) => out.extend_from_slice(b"\r\nConnection: close\r\n"),
         None => out.extend_from_slice(b"\r\n"),
     }
+    let [extra, shared] = resp.extra_headers();
     out.extend_from_slice(extra.as_bytes());
     out.extend_from_slice(shared.as_bytes());
     out.extend_from_slice(b"\r\n");
+}
+
+/// The part of the last head after its Date, kept to be copied whole into the next head of
+/// the same shape: answers repeat (the same status, type, length and connection handling for
+/// every `/plaintext`, every 304 of a long-poll), and a head built piece by piece costs a
+/// dozen appends and a number formatted, where a copy costs one. Heads with extra header
+/// lines are built every time (those lines are per answer).
+#[derive(Default)]
+pub struct HeadCache {
+    shape: Option<HeadShape>,
+    after_date: Vec<u8>,
+}
+
+/// Everything the part of a head after its Date depends on (a response without extra lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HeadShape {
+    status: u16,
+    /// Where the static content type is (address, length): the same string is the same type.
+    content_type: Option<(usize, usize)>,
+    length: BodyLength,
+    body_len: usize,
+    connection: Option<bool>,
+}
+
+impl HeadCache {
+    /// Appends the head of `resp` to `out`, as [`write_head`] does.
+    pub fn write(&mut self, out: &mut Vec<u8>, resp: &Response, ctx: &HeadContext<'_>) {
+        if !resp.extra.is_empty() || resp.shared.is_some() {
+            return write_head(out, resp, ctx);
+        }
+        let shape = HeadShape {
+            status: resp.status,
+            content_type: resp.content_type.map(|ct| (ct.as_ptr() as usize, ct.len())),
+            length: ctx.length,
+            body_len: resp.body.as_bytes().len(),
+            connection: ctx.connection,
+        };
+        if self.shape != Some(shape) {
+            self.after_date.clear();
+            write_after_date(&mut self.after_date, resp, ctx);
+            self.shape = Some(shape);
+        }
+        write_status_and_date(out, resp.status, ctx.date);
+        out.extend_from_slice(&self.after_date);
+    }
 }
 
 /// Appends the decimal digits of `v` (no allocation, unlike `write!`).
@@ -261,6 +317,42 @@ mod tests {
         );
         let head = String::from_utf8(out).unwrap();
         assert!(head.contains("\r\nTransfer-Encoding: chunked\r\n") && !head.contains("Content-Length"));
+    }
+
+    /// The cache writes exactly what `write_head` writes, whatever changes between two heads.
+    #[test]
+    fn head_cache_writes_what_write_head_writes() {
+        let date = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+        let later = *b"Thu, 01 Jan 1970 00:00:01 GMT";
+        let ctx = |date, connection, length| HeadContext { date, connection, length };
+        let cases: Vec<(Response, HeadContext<'_>)> = vec![
+            (Response::text(200, "Hello, World!"), ctx(&date, None, BodyLength::Known)),
+            (Response::text(200, "Hello, World!"), ctx(&date, None, BodyLength::Known)),
+            (Response::text(200, "Hello, World!"), ctx(&later, None, BodyLength::Known)),
+            (Response::text(200, "Hello, World"), ctx(&later, None, BodyLength::Known)),
+            (Response::text(200, "Hello, World"), ctx(&later, Some(false), BodyLength::Known)),
+            (Response::text(200, "Hello, World"), ctx(&later, Some(true), BodyLength::Known)),
+            (Response::text(404, "Hello, World"), ctx(&later, Some(true), BodyLength::Known)),
+            (Response::new(304), ctx(&later, None, BodyLength::Known)),
+            (Response::new(304).content_type("text/plain"), ctx(&later, None, BodyLength::Known)),
+            (Response::new(200).content_type("text/plain"), ctx(&later, None, BodyLength::Known)),
+            (Response::new(200).content_type("text/html"), ctx(&later, None, BodyLength::Known)),
+            (Response::new(200).content_type("text/html"), ctx(&later, None, BodyLength::Chunked)),
+            (Response::new(200).content_type("text/html"), ctx(&later, None, BodyLength::UntilClose)),
+            (Response::text(200, "x").header("ETag", "\"1\""), ctx(&later, None, BodyLength::Known)),
+            (
+                Response::text(200, "x").shared_headers("A: b\r\n".into()),
+                ctx(&later, None, BodyLength::Known),
+            ),
+            (Response::text(200, "x"), ctx(&later, None, BodyLength::Known)),
+        ];
+        let mut cache = HeadCache::default();
+        for (resp, ctx) in &cases {
+            let (mut want, mut got) = (Vec::new(), b"before".to_vec());
+            write_head(&mut want, resp, ctx);
+            cache.write(&mut got, resp, ctx);
+            assert_eq!(&got[6..], &want[..], "{resp:?}");
+        }
         let mut n = Vec::new();
         for v in [0, 7, 10, 99, 100, 1234567890, u64::MAX] {
             n.clear();

@@ -32,6 +32,7 @@ use crate::buffers::BufferPool;
 use crate::conn::Conn;
 use crate::date::DateCache;
 use crate::log::log;
+use crate::response::HeadCache;
 use crate::service::{Ctx, Loop, ServerStats, Service};
 use crate::{Config, Limits};
 
@@ -66,6 +67,8 @@ pub struct Core<S: Service> {
     next_gen: u32,
     pub(crate) pool: BufferPool,
     pub(crate) date: DateCache,
+    /// The end of the last head, for the next one of the same shape.
+    pub(crate) heads: HeadCache,
     pub(crate) stats: ServerStats,
     /// Connections the service answered or wrote to outside their own processing: they
     /// need a flush and may have pipelined requests waiting.
@@ -93,6 +96,7 @@ impl<S: Service> Server<S> {
             local_addr: listener.local_addr(),
             pool: BufferPool::new(config.read_buffer, 1024),
             date: DateCache::new(),
+            heads: HeadCache::default(),
             listener: Some(listener),
             listener_token: Some(token),
             accept_paused: false,
