@@ -12,7 +12,7 @@
 //!
 //! Which epoll interest and which timeout the connection has are pure functions of that state:
 //! `interest` and `clock`, tested as a table at the end of this file. After every event,
-//! `Server::after_io` moves the phase on (Closing to Linger or closed, Idle/Head from the
+//! `Server::settle` moves the phase on (Closing to Linger or closed, Idle/Head from the
 //! buffer) and applies both; nothing else decides them.
 //!
 //! ```text
@@ -49,8 +49,8 @@
 //! - *Linger*: closing a socket with unread input sends RST, which can destroy the answer still
 //!   in flight; so after a closing answer with input left, shut our side and read until FIN.
 //! - *Lazy connection timer*: one timer per connection, re-armed only when the deadline moves
-//!   earlier (`Core::update_timer`): a busy keep-alive connection costs no timer operation.
-//! - *Late answers written at once* (`Core::answered_late`): a publish that wakes 10,000
+//!   earlier (`ServerState::update_timer`): a busy keep-alive connection costs no timer operation.
+//! - *Late answers written at once* (`ServerState::answered_late`): a publish that wakes 10,000
 //!   polls reuses one pooled buffer instead of holding 10,000.
 //! - *QUICKACK* while a head or body is partly here: a client with Nagle on may hold the rest
 //!   until we ACK, and the kernel would delay that ACK by up to 40 ms.
@@ -67,7 +67,7 @@ use reactor::{Event, Interest, TimerId, Token};
 use crate::body::ChunkedDecoder;
 use crate::buffers::Output;
 use crate::request::{self, HttpError, KeptHead};
-use crate::server::{Core, Server};
+use crate::server::{Server, ServerState};
 use crate::service::{ConnId, Flow, Loop, Service};
 
 /// How a connection's input side stands.
@@ -89,7 +89,7 @@ pub(crate) enum Phase<N> {
     /// A head is parsed, its body is arriving.
     Body(Box<PendingBody>),
     /// The service holds the responder of a request.
-    Service(Current<N>),
+    Service(HeldRequest<N>),
     /// The service writes the body of a streaming response.
     Streaming(StreamState<N>),
     /// The service owns the connection's bytes (after a 101).
@@ -207,7 +207,7 @@ pub(crate) enum OutputState {
 }
 
 /// The request a connection is answering now (the service holds its responder).
-pub(crate) struct Current<N> {
+pub(crate) struct HeldRequest<N> {
     pub(crate) seq: u32,
     pub(crate) keep_alive: bool,
     pub(crate) is_head: bool,
@@ -314,7 +314,7 @@ impl<S: Service> Server<S> {
         if ev.ready.is_readable() || ev.ready.is_closed() {
             self.read(r, key, ev.ready.is_closed());
         }
-        self.after_io(r, key);
+        self.settle(r, key);
     }
 
     /// One read into the connection's buffer (level-triggered: if more is waiting, epoll
@@ -373,12 +373,12 @@ impl<S: Service> Server<S> {
         true
     }
 
-    /// After reading or writing: dispatch what is complete, write the answers, then move the
-    /// phase on and apply its interest and timer (or close).
-    pub(crate) fn after_io(&mut self, r: &mut Loop<S>, key: usize) {
+    /// Settles the connection after an event: dispatches what is complete, writes the
+    /// answers, then moves the phase on and applies its interest and timer (or closes it).
+    pub(crate) fn settle(&mut self, r: &mut Loop<S>, key: usize) {
         let cap = self.core.config.limits.max_output_bytes;
         loop {
-            self.process(r, key);
+            self.dispatch_buffered(r, key);
             let capped = self.core.conns.get(key).is_some_and(|c| c.out.len() > cap);
             if !self.flush(r, key) {
                 return;
@@ -483,7 +483,7 @@ impl<S: Service> Server<S> {
                 let is_head = request::names_head_method(&conn.rbuf);
                 self.core.reject(r, key, e, is_head);
                 self.core.conns[key].rbuf.clear();
-                self.after_io(r, key);
+                self.settle(r, key);
             }
             Clock::Body => {
                 let is_head = match &conn.phase {
@@ -493,14 +493,14 @@ impl<S: Service> Server<S> {
                 let e = HttpError::new(408, "request body timeout", true);
                 self.core.reject(r, key, e, is_head);
                 self.core.conns[key].rbuf.clear();
-                self.after_io(r, key);
+                self.settle(r, key);
             }
             _ => self.close(r, key, false),
         }
     }
 }
 
-impl<S: Service> Core<S> {
+impl<S: Service> ServerState<S> {
     /// Writes the connection's pending output until done or the socket is full (then the
     /// rest is parked: see [`Output::park`]). `Err` if the peer is gone.
     pub(crate) fn write_out(&mut self, key: usize, now_ms: u64) -> io::Result<()> {

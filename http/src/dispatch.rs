@@ -1,24 +1,24 @@
 //! From the read buffer to the service, and its answers back into the output: the `Idle`,
 //! `Head`, `Body` and `Service` phases of a connection (see [`conn`](crate::conn)).
 //!
-//! `Server::process` parses as many complete requests as the buffer holds (pipelining) and
+//! `Server::dispatch_buffered` parses as many complete requests as the buffer holds (pipelining) and
 //! calls the [`Service`] for each; a responder the service *keeps* stops the parsing: later
 //! requests wait their turn. On an upgraded connection it hands the buffer to the service
 //! instead. The answers are serialised straight into the connection's output, to be written
 //! with one `write` per batch.
 
 use crate::body::TrailerBudget;
-use crate::conn::{BodyProgress, Current, PendingBody, Phase};
+use crate::conn::{BodyProgress, HeldRequest, PendingBody, Phase};
 use crate::request::{self, BodyKind, Framing, HttpError, KeptHead, Request};
 use crate::response::{self, Body, BodyLength, HeadContext, Response};
-use crate::server::{Core, Server};
+use crate::server::{Server, ServerState};
 use crate::service::{Ctx, Loop, Responder, Service, StreamId};
 
 impl<S: Service> Server<S> {
     /// Parses and dispatches every complete request in the buffer, in order, until the
     /// buffer runs dry, the service holds a responder, or the output is over its cap
     /// (backpressure). On an upgraded connection, gives the buffered bytes to the service.
-    pub(crate) fn process(&mut self, r: &mut Loop<S>, key: usize) {
+    pub(crate) fn dispatch_buffered(&mut self, r: &mut Loop<S>, key: usize) {
         let Some(conn) = self.core.conns.get_mut(key) else { return };
         if conn.rbuf.is_empty() {
             return;
@@ -179,7 +179,7 @@ impl<S: Service> Server<S> {
         let max = core.config.max_requests_per_connection;
         let last_allowed = max > 0 && conn.seq >= max;
         let keep_alive = framing.keep_alive && !last_allowed && !core.shutting_down;
-        conn.phase = Phase::Service(Current {
+        conn.phase = Phase::Service(HeldRequest {
             seq: conn.seq,
             keep_alive,
             is_head: framing.is_head,
@@ -196,7 +196,7 @@ impl<S: Service> Server<S> {
     }
 }
 
-impl<S: Service> Core<S> {
+impl<S: Service> ServerState<S> {
     /// Serialises `resp` as the answer to the connection's current request: the head into
     /// the output buffer, a static body copied after it, a large owned body queued as is.
     pub(crate) fn write_response(&mut self, key: usize, resp: Response, now_ms: u64) {
@@ -264,7 +264,7 @@ impl<S: Service> Core<S> {
     ) -> Option<usize> {
         let conn = &mut self.conns[key];
         conn.seq = conn.seq.wrapping_add(1);
-        let cur = Current { seq: conn.seq, keep_alive: !e.close, is_head, http10: false, note: None };
+        let cur = HeldRequest { seq: conn.seq, keep_alive: !e.close, is_head, http10: false, note: None };
         conn.phase = Phase::Service(cur);
         self.write_response(key, Response::text(e.status, e.message), r.now_ms());
         if e.close {

@@ -8,9 +8,9 @@
 //!    EAGAIN, TCP_NODELAY on each socket, register it (readable), start the keep-alive clock.
 //! 2. `conn_ready` ([`conn`](crate::conn)): the socket is readable; one read appends to the
 //!    connection's read buffer (taken from the pool only now).
-//! 3. `process` ([`dispatch`](crate::dispatch)): parse as many complete requests as the
+//! 3. `dispatch_buffered` ([`dispatch`](crate::dispatch)): parse as many complete requests as the
 //!    buffer holds (pipelining), and call the [`Service`] for each.
-//! 4. `after_io` ([`conn`](crate::conn)): one `write` for the whole batch of answers; then
+//! 4. `settle` ([`conn`](crate::conn)): one `write` for the whole batch of answers; then
 //!    the connection's next state decides its epoll interest and timer.
 //! 5. The connection goes idle: buffers back to the pool, keep-alive timer running.
 //!
@@ -58,7 +58,7 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 const ACCEPT_BATCH: usize = 256;
 
 /// Everything but the service: the part a [`Ctx`] gives the service access to.
-pub struct Core<S: Service> {
+pub struct ServerState<S: Service> {
     pub(crate) config: Config,
     listener: Option<Listener>,
     listener_token: Option<Token>,
@@ -82,7 +82,7 @@ pub struct Core<S: Service> {
 
 /// The HTTP server: a [`reactor::Handler`] that owns the connections and the service.
 pub struct Server<S: Service> {
-    pub(crate) core: Core<S>,
+    pub(crate) core: ServerState<S>,
     pub(crate) service: S,
 }
 
@@ -92,7 +92,7 @@ impl<S: Service> Server<S> {
         let opts = ListenOptions { reuse_port: config.reuse_port, backlog: config.backlog };
         let listener = Listener::bind(config.addr, opts)?;
         let token = reactor.register(listener.fd(), Interest::READABLE, LISTENER)?;
-        let core = Core {
+        let core = ServerState {
             local_addr: listener.local_addr(),
             pool: BufferPool::new(config.read_buffer, 1024),
             date: DateCache::new(),
@@ -239,9 +239,10 @@ impl<S: Service> Server<S> {
 
     // ----- after every service callback ------------------------------------------------------
 
-    /// Flushes connections answered late and continues their pipelined requests; starts a
-    /// requested shutdown.
-    fn after_callback(&mut self, r: &mut Loop<S>) {
+    /// Applies what the service did in a callback: settles the connections it answered or
+    /// wrote to outside their own processing (a flush, pipelined requests), and starts the
+    /// shutdown it asked for. Runs after every callback.
+    fn apply_service_effects(&mut self, r: &mut Loop<S>) {
         self.revisit_ready(r);
         if self.core.shutdown_requested && !self.core.shutting_down {
             self.begin_shutdown(r);
@@ -253,7 +254,7 @@ impl<S: Service> Server<S> {
             if let Some(conn) = self.core.conns.get_mut(key) {
                 conn.in_ready = false;
             }
-            self.after_io(r, key);
+            self.settle(r, key);
         }
     }
 
@@ -296,7 +297,7 @@ impl<S: Service> Handler<S::Msg, ServerTimer<S::Timer>> for Server<S> {
         } else {
             self.conn_ready(r, ev.tag, ev);
         }
-        self.after_callback(r);
+        self.apply_service_effects(r);
     }
 
     fn on_timer(&mut self, r: &mut Loop<S>, id: TimerId, timer: ServerTimer<S::Timer>) {
@@ -320,19 +321,19 @@ impl<S: Service> Handler<S::Msg, ServerTimer<S::Timer>> for Server<S> {
                 self.service.on_timer(&mut ctx, id, t);
             }
         }
-        self.after_callback(r);
+        self.apply_service_effects(r);
     }
 
     fn on_message(&mut self, r: &mut Loop<S>, msg: S::Msg) {
         let mut ctx = Ctx { reactor: r, core: &mut self.core };
         self.service.on_message(&mut ctx, msg);
-        self.after_callback(r);
+        self.apply_service_effects(r);
     }
 
     fn on_signal(&mut self, r: &mut Loop<S>, signo: i32) {
         let mut ctx = Ctx { reactor: r, core: &mut self.core };
         self.service.on_signal(&mut ctx, signo);
-        self.after_callback(r);
+        self.apply_service_effects(r);
     }
 }
 

@@ -27,7 +27,7 @@ use reactor::{LoopStats, Reactor, Remote, TimerId};
 use crate::conn::{Coding, Phase, StreamState};
 use crate::request::Request;
 use crate::response::{BodyLength, Response};
-use crate::server::{Core, ServerTimer};
+use crate::server::{ServerState, ServerTimer};
 
 /// Identifies a connection across its life (slab key + generation, so a reused slot is not
 /// mistaken for the old connection).
@@ -159,7 +159,7 @@ impl ServerStats {
 /// counters.
 pub struct Ctx<'a, S: Service> {
     pub(crate) reactor: &'a mut Loop<S>,
-    pub(crate) core: &'a mut Core<S>,
+    pub(crate) core: &'a mut ServerState<S>,
 }
 
 impl<S: Service> Ctx<'_, S> {
@@ -292,7 +292,7 @@ impl<S: Service> Ctx<'_, S> {
     }
 }
 
-impl<S: Service> crate::server::Core<S> {
+impl<S: Service> crate::server::ServerState<S> {
     /// The key of `conn` if it is open and its service holds the responder `seq`.
     pub(crate) fn answering(&self, conn: ConnId, seq: u32) -> Option<usize> {
         match self.conns.get(conn.key as usize) {
