@@ -6,7 +6,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use http::request::{self, header_storage};
-use http::response::{write_head, HeadContext};
+use http::response::{write_head, BodyLength, HeadContext};
 use http::{Body, Limits, Response};
 
 const GET: &[u8] = b"GET /plaintext HTTP/1.1\r\n\
@@ -30,7 +30,7 @@ fn parse_and_respond(buf: &[u8], out: &mut Vec<u8>, limits: &Limits, date: &[u8;
         "/plaintext" => Response::text(200, "Hello, World!"),
         _ => Response::text(404, "not found"),
     };
-    write_head(out, &resp, &HeadContext { date, connection: None });
+    write_head(out, &resp, &HeadContext { date, connection: None, length: BodyLength::Known });
     if let Body::Static(b) = resp.body {
         out.extend_from_slice(b);
     }

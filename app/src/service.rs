@@ -67,33 +67,20 @@ enum Job {
 }
 
 /// What a kept responder waits for, as the note given to `ctx.set_note` (and handed back to
-/// `on_close`): held polls as the waiter's key + 1 (0 is "no note"), jobs in their own range
-/// from [`JOB_NOTE`] up. Waiter keys stay far below 2^40 (at most one per connection), and so
-/// do tickets (one per job queued, running or with its result on the way: about
-/// `--work-queue` + `--workers`, both bounded).
+/// `on_close`): a held poll (its waiter's key) or a job (its ticket).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Note {
+pub enum Note {
     Waiter(usize),
     Job(u64),
 }
 
-const JOB_NOTE: u64 = 1 << 40;
-
-impl Note {
-    fn encode(self) -> u64 {
-        match self {
-            Note::Waiter(key) => key as u64 + 1,
-            Note::Job(ticket) => JOB_NOTE | ticket,
-        }
-    }
-
-    fn decode(note: u64) -> Option<Note> {
-        match note {
-            0 => None,
-            n if n >= JOB_NOTE => Some(Note::Job(n - JOB_NOTE)),
-            n => Some(Note::Waiter((n - 1) as usize)),
-        }
-    }
+/// What a timer of the service is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// The timeout of the held poll with this waiter key.
+    Waiter(usize),
+    /// The TTL timer: evict messages past `--message-ttl`.
+    Ttl,
 }
 
 /// What the hub parks for a held poll: the connection to answer, and the timer of its
@@ -125,9 +112,6 @@ pub struct Tidings {
     /// and `on_close`.
     cors_grants: HashMap<ConnId, usize>,
 }
-
-/// The tag of the TTL timer (waiters' timers are tagged with their key, far below it).
-const TTL_TIMER: u64 = 1 << 62;
 
 /// Test-only fault injection, off unless this environment variable is set when the service
 /// starts: `TIDINGS_TEST_PANIC_MS=<ms>` makes every `/work?ms=<ms>` job panic in its worker
@@ -175,20 +159,25 @@ impl Tidings {
 
     /// Sends `resp` with the CORS headers its request was granted, logging it if
     /// `--access-log` is on. A closed connection is not an error.
-    fn answer(&mut self, ctx: &mut Ctx<'_, Msg>, responder: Responder, resp: Response, what: &str) {
+    fn answer(&mut self, ctx: &mut Ctx<'_, Tidings>, responder: Responder, resp: Response, what: &str) {
         let grant = match &self.opts.cors {
             Cors::Off => None,
             Cors::Any => Some(Grant::Any),
             Cors::Origins(_) => self.cors_grants.remove(&responder.conn()).map(Grant::Origin),
         };
-        let resp = self.opts.cors.decorate(resp, grant);
+        // Without CORS there is nothing to add: no pass through `decorate` and back.
+        let resp = if grant.is_none() && matches!(self.opts.cors, Cors::Off) {
+            resp
+        } else {
+            self.opts.cors.decorate(resp, grant)
+        };
         if self.opts.access_log {
             crate::log(format_args!("{what} -> {}", resp.status));
         }
         let _ = ctx.respond(responder, resp);
     }
 
-    fn publish(&mut self, ctx: &mut Ctx<'_, Msg>, req: &Request<'_>, name: &str, responder: Responder) {
+    fn publish(&mut self, ctx: &mut Ctx<'_, Tidings>, req: &Request<'_>, name: &str, responder: Responder) {
         let published = match self.hub.publish(name, req.body.to_vec(), ctx.now_ms()) {
             Ok(r) => r,
             Err(HubError::TooManyChannels) => {
@@ -213,7 +202,7 @@ impl Tidings {
         self.answer(ctx, responder, Response::json(200, body), req.target);
     }
 
-    fn subscribe(&mut self, ctx: &mut Ctx<'_, Msg>, req: &Request<'_>, name: &str, responder: Responder) {
+    fn subscribe(&mut self, ctx: &mut Ctx<'_, Tidings>, req: &Request<'_>, name: &str, responder: Responder) {
         let since = match cursor(req) {
             Ok(c) => c,
             Err(what) => return self.answer(ctx, responder, bad_request(what), req.target),
@@ -239,14 +228,14 @@ impl Tidings {
             }
             Poll::Hold(hold) => {
                 self.hub.add_waiter(hold, |key| {
-                    ctx.set_note(&responder, Note::Waiter(key).encode());
-                    HeldPoll { timer: ctx.set_timer(timeout, key as u64), responder }
+                    ctx.set_note(&responder, Note::Waiter(key));
+                    HeldPoll { timer: ctx.set_timer(timeout, Timer::Waiter(key)), responder }
                 });
             }
         }
     }
 
-    fn work(&mut self, ctx: &mut Ctx<'_, Msg>, req: &Request<'_>, responder: Responder) {
+    fn work(&mut self, ctx: &mut Ctx<'_, Tidings>, req: &Request<'_>, responder: Responder) {
         let ms = match req.query_param("ms").and_then(parse_u64) {
             Some(ms) if ms <= MAX_WORK_MS => ms,
             _ => return self.answer(ctx, responder, bad_request("ms must be 0..=10000"), req.target),
@@ -268,7 +257,7 @@ impl Tidings {
         };
         match pool.submit(ticket, job) {
             Ok(()) => {
-                ctx.set_note(&responder, Note::Job(ticket).encode());
+                ctx.set_note(&responder, Note::Job(ticket));
                 entry.insert(Job::Waiting(responder));
             }
             Err(SubmitError::Full) | Err(SubmitError::ShutDown) => {
@@ -305,7 +294,7 @@ impl Tidings {
     }
 
     /// Every scalar counter, by its public name (shared by /stats and /metrics).
-    fn counters(&self, ctx: &Ctx<'_, Msg>) -> [(&'static str, u64); 16] {
+    fn counters(&self, ctx: &Ctx<'_, Tidings>) -> [(&'static str, u64); 16] {
         let hub = self.hub.stats();
         let server = ctx.stats();
         let lp = ctx.loop_stats();
@@ -343,7 +332,7 @@ impl Tidings {
     }
 
     /// Ends a held poll with 304 (timeout or shutdown).
-    fn expire_waiter(&mut self, ctx: &mut Ctx<'_, Msg>, key: usize) {
+    fn expire_waiter(&mut self, ctx: &mut Ctx<'_, Tidings>, key: usize) {
         if let Some(hub::Removed { payload: w, cursor, epoch }) = self.hub.remove_waiter(key) {
             ctx.cancel_timer(w.timer);
             self.answer(ctx, w.responder, not_modified(epoch, cursor), "held GET /sub");
@@ -353,21 +342,23 @@ impl Tidings {
     /// Keeps the TTL timer armed for the oldest retained message, if there is a TTL and a
     /// message. One timer for the whole hub: when it fires, the expired messages go (oldest
     /// first, no scan) and it is armed again for the next one.
-    fn arm_ttl_timer(&mut self, ctx: &mut Ctx<'_, Msg>) {
+    fn arm_ttl_timer(&mut self, ctx: &mut Ctx<'_, Tidings>) {
         if self.ttl_timer.is_some() {
             return;
         }
         let now = ctx.now_ms();
         if let Some(due) = self.hub.expire(now) {
-            self.ttl_timer = Some(ctx.set_timer(Duration::from_millis(due.saturating_sub(now)), TTL_TIMER));
+            self.ttl_timer = Some(ctx.set_timer(Duration::from_millis(due.saturating_sub(now)), Timer::Ttl));
         }
     }
 }
 
 impl Service for Tidings {
     type Msg = Msg;
+    type Note = Note;
+    type Timer = Timer;
 
-    fn call(&mut self, ctx: &mut Ctx<'_, Msg>, req: &Request<'_>, responder: Responder) {
+    fn call(&mut self, ctx: &mut Ctx<'_, Tidings>, req: &Request<'_>, responder: Responder) {
         let grant = self.opts.cors.grant(req.header("origin"));
         if let Some(Grant::Origin(i)) = grant {
             self.cors_grants.insert(responder.conn(), i);
@@ -418,9 +409,9 @@ impl Service for Tidings {
         self.answer(ctx, responder, resp, req.target);
     }
 
-    fn on_close(&mut self, ctx: &mut Ctx<'_, Msg>, conn: ConnId, note: u64) {
+    fn on_close(&mut self, ctx: &mut Ctx<'_, Tidings>, conn: ConnId, note: Option<Note>) {
         self.cors_grants.remove(&conn);
-        let key = match Note::decode(note) {
+        let key = match note {
             None => return,
             Some(Note::Job(ticket)) => return self.abandon_job(conn, ticket),
             Some(Note::Waiter(key)) => key,
@@ -433,21 +424,23 @@ impl Service for Tidings {
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Msg>, id: TimerId, tag: u64) {
-        if tag == TTL_TIMER {
-            if self.ttl_timer == Some(id) {
-                self.ttl_timer = None;
-                self.arm_ttl_timer(ctx);
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Tidings>, id: TimerId, timer: Timer) {
+        let key = match timer {
+            Timer::Ttl => {
+                if self.ttl_timer == Some(id) {
+                    self.ttl_timer = None;
+                    self.arm_ttl_timer(ctx);
+                }
+                return;
             }
-            return;
-        }
-        let key = tag as usize;
+            Timer::Waiter(key) => key,
+        };
         if self.hub.waiter(key).is_some_and(|w| w.timer == id) {
             self.expire_waiter(ctx, key);
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, Msg>, msg: Msg) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Tidings>, msg: Msg) {
         let Msg::WorkDone { ticket, outcome } = msg;
         let responder = match self.jobs.try_remove(ticket as usize) {
             Some(Job::Waiting(responder)) => responder,
@@ -468,7 +461,7 @@ impl Service for Tidings {
         self.answer(ctx, responder, resp, "GET /work");
     }
 
-    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Msg>) {
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Tidings>) {
         self.stopping = true;
         // Held polls get 304 so their clients re-poll (elsewhere, or after the restart).
         for key in self.hub.waiter_keys() {
@@ -602,20 +595,4 @@ fn unauthorized() -> Response {
 
 fn method_not_allowed(allow: &'static str) -> Response {
     Response::text(405, "method not allowed").header("Allow", allow)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn notes_of_waiters_and_jobs_do_not_overlap() {
-        assert_eq!(Note::decode(0), None, "0 is no note");
-        for note in [Note::Waiter(0), Note::Waiter(41), Note::Job(0), Note::Job(41), Note::Job(JOB_NOTE - 1)]
-        {
-            assert_eq!(Note::decode(note.encode()), Some(note));
-        }
-        assert_ne!(Note::Waiter(0).encode(), Note::Job(0).encode());
-        assert_eq!(Note::Waiter(5).encode(), 6, "held polls keep their key + 1");
-    }
 }

@@ -58,8 +58,10 @@ struct Svc {
 
 impl Service for Svc {
     type Msg = ();
+    type Note = ();
+    type Timer = ();
 
-    fn call(&mut self, ctx: &mut Ctx<'_, ()>, req: &Request<'_>, responder: Responder) {
+    fn call(&mut self, ctx: &mut Ctx<'_, Svc>, req: &Request<'_>, responder: Responder) {
         let resp = match req.path {
             "/later" => {
                 self.kept.push(responder);
@@ -79,7 +81,7 @@ impl Service for Svc {
         let _ = ctx.respond(responder, resp);
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, ()>, _msg: ()) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Svc>, _msg: ()) {
         for r in self.kept.drain(..) {
             // Err(Closed) if the client left meanwhile: a harmless no-op.
             let _ = ctx.respond(r, Response::text(200, "later"));

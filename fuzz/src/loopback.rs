@@ -1,4 +1,4 @@
-//! A real [`Server`] on a real [`Reactor`], driven in this thread, with a client socket over
+//! A real [`Server`] on a real [`Reactor`](reactor::Reactor), driven in this thread, with a client socket over
 //! TCP loopback. The server runs only when we turn its loop (`run_once` with a zero wait), so a
 //! fuzz input plays out deterministically enough: write a chunk, turn until nothing happens,
 //! read what came back, repeat; then close the client and check the server let go of
@@ -9,8 +9,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use http::{Config, Server, Service};
-use reactor::Reactor;
+use http::{Config, Loop, Server, Service};
 use test_support::sockets::{connect_shaped, set_linger_zero, Shape};
 
 /// How long the server gets to let go of a connection the client closed. Generous: a
@@ -22,7 +21,7 @@ const IDLE_TURNS: u32 = 3;
 const MAX_TURNS: u32 = 20_000;
 
 pub struct Loopback<S: Service> {
-    pub reactor: Reactor<S::Msg>,
+    pub reactor: Loop<S>,
     pub server: Server<S>,
     addr: SocketAddr,
     /// Registered sources with no connection open (the listener, the loop's eventfd).
@@ -92,7 +91,7 @@ impl Client {
 
 impl<S: Service> Loopback<S> {
     /// Binds `service` on 127.0.0.1 (ephemeral port) with `config`'s limits and timeouts.
-    pub fn new(mut config: Config, reactor: Reactor<S::Msg>, service: S) -> Self {
+    pub fn new(mut config: Config, reactor: Loop<S>, service: S) -> Self {
         let mut reactor = reactor;
         config.addr = SocketAddr::from(([127, 0, 0, 1], 0));
         let server = Server::bind(config, service, &mut reactor).expect("bind");

@@ -10,8 +10,10 @@ struct Plaintext;
 
 impl Service for Plaintext {
     type Msg = ();
+    type Note = ();
+    type Timer = ();
 
-    fn call(&mut self, ctx: &mut Ctx<'_, ()>, req: &Request<'_>, responder: Responder) {
+    fn call(&mut self, ctx: &mut Ctx<'_, Plaintext>, req: &Request<'_>, responder: Responder) {
         let resp = match req.path {
             "/plaintext" => Response::text(200, "Hello, World!"),
             _ => Response::text(404, "not found"),

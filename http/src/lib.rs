@@ -1,16 +1,19 @@
 //! # tidings-http: an HTTP/1.1 server on the tidings reactor
 //!
-//! Strict enough to face the internet, fast enough to be a baseline. The whole life of a
-//! request is in [`server`] (read it top to bottom: accept, read, parse, dispatch, write,
-//! close); the pieces it uses each have a module:
+//! Strict enough to face the internet, fast enough to be a baseline. One concern per module:
 //!
 //! | module | what it does |
 //! |---|---|
+//! | [`service`] | the API: [`Service`], [`Ctx`], [`Responder`], streams ([`StreamId`], [`Flow`]), [`Closed`] |
+//! | [`server`] | the listener, accept (and its EMFILE pause), close, graceful shutdown, timers |
+//! | [`conn`] | a connection's states and transitions (the diagram is there), interest and timeouts |
+//! | [`dispatch`] | from the read buffer to the service (pipelining) and the answers into the output |
 //! | [`request`] | head parsing (httparse) and our framing / anti-smuggling rules |
 //! | [`body`] | incremental chunked decoding, strict chunk-extension and trailer grammar |
 //! | [`response`] | [`Response`] and its serialisation (Date, Content-Length, Connection) |
 //! | [`buffers`] | pooled buffers, so idle connections hold none; batched output |
 //! | [`date`] | the Date header, formatted once per second, following the wall clock |
+//! | [`mod@log`] | one line on stderr, never a panic |
 //!
 //! What the old Python server got wrong (`docs/10-side-by-side.md` introduces it) and how this
 //! one avoids it:
@@ -27,17 +30,23 @@
 
 pub mod body;
 pub mod buffers;
+pub mod conn;
 pub mod date;
+pub mod dispatch;
+pub mod log;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod service;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use log::log;
 pub use request::{HttpError, Request};
 pub use response::{Body, Response};
-pub use server::{log, Closed, ConnId, Ctx, Responder, Server, ServerStats, Service};
+pub use server::{Server, ServerTimer};
+pub use service::{Closed, ConnId, Ctx, Flow, Loop, Responder, ServerStats, Service, StreamId};
 
 /// Size limits. Each has a clear answer when exceeded (see [`request`]).
 #[derive(Debug, Clone, Copy)]

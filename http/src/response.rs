@@ -149,11 +149,35 @@ pub struct HeadContext<'a> {
     /// `Some(true)` = say `Connection: keep-alive` (HTTP/1.0 client), `Some(false)` = say
     /// `Connection: close`, `None` = say nothing (HTTP/1.1 default keep-alive).
     pub connection: Option<bool>,
+    /// How the body is delimited.
+    pub length: BodyLength,
+}
+
+/// How the end of a response body is told to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLength {
+    /// `Content-Length` of the response's own body (every complete answer).
+    Known,
+    /// `Transfer-Encoding: chunked`: a stream to an HTTP/1.1 client, body written later.
+    Chunked,
+    /// Neither: the body ends when the connection closes (a stream to an HTTP/1.0 client).
+    UntilClose,
 }
 
 /// Appends the status line and headers (ending with the blank line) to `out`.
 pub fn write_head(out: &mut Vec<u8>, resp: &Response, ctx: &HeadContext<'_>) {
-    match resp.status {
+    let [extra, shared] = resp.extra_headers();
+    let ct = resp.content_type.unwrap_or("");
+    // One reservation for the whole head (the fixed parts are under 160 bytes), so the
+    // appends below never grow the buffer one by one.
+    out.reserve(160 + ct.len() + extra.len() + shared.len());
+    write_status_and_date(out, resp.status, ctx.date);
+    write_after_date(out, resp, ctx);
+}
+
+/// The head up to and including the Date value.
+fn write_status_and_date(out: &mut Vec<u8>, status: u16, date: &[u8; 29]) {
+    match status {
         // The common status lines as one constant copy each.
         200 => out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: tidings\r\nDate: "),
         304 => out.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\nServer: tidings\r\nDate: "),
@@ -165,29 +189,92 @@ pub fn write_head(out: &mut Vec<u8>, resp: &Response, ctx: &HeadContext<'_>) {
             out.extend_from_slice(b"\r\nServer: tidings\r\nDate: ");
         }
     }
-    out.extend_from_slice(ctx.date);
+    out.extend_from_slice(date);
+}
+
+/// The head after the Date value: length, type, connection, extra lines, blank line.
+fn write_after_date(out: &mut Vec<u8>, resp: &Response, ctx: &HeadContext<'_>) {
     if !is_bodiless(resp.status) {
-        out.extend_from_slice(b"\r\nContent-Length: ");
-        push_u64(out, resp.body.as_bytes().len() as u64);
+        match ctx.length {
+            BodyLength::Known => {
+                out.extend_from_slice(b"\r\nContent-Length: ");
+                push_u64(out, resp.body.as_bytes().len() as u64);
+            }
+            BodyLength::Chunked => out.extend_from_slice(b"\r\nTransfer-Encoding: chunked"),
+            BodyLength::UntilClose => {}
+        }
     }
     if let Some(ct) = resp.content_type {
         out.extend_from_slice(b"\r\nContent-Type: ");
         out.extend_from_slice(ct.as_bytes());
     }
     match ctx.connection {
-        Some(true) => out.extend_from_slice(b"\r\nConnection: keep-alive"),
-        Some(false) => out.extend_from_slice(b"\r\nConnection: close"),
-        None => {}
+        Some(true) => out.extend_from_slice(b"\r\nConnection: keep-alive\r\n"),
+        Some(false) => out.extend_from_slice(b"\r\nConnection: close\r\n"),
+        None => out.extend_from_slice(b"\r\n"),
     }
+    let [extra, shared] = resp.extra_headers();
+    out.extend_from_slice(extra.as_bytes());
+    out.extend_from_slice(shared.as_bytes());
     out.extend_from_slice(b"\r\n");
-    for lines in resp.extra_headers() {
-        out.extend_from_slice(lines.as_bytes());
+}
+
+/// The part of the last head after its Date, kept to be copied whole into the next head of
+/// the same shape: answers repeat (the same status, type, length and connection handling for
+/// every `/plaintext`, every 304 of a long-poll), and a head built piece by piece costs a
+/// dozen appends and a number formatted, where a copy costs one. Heads with extra header
+/// lines are built every time (those lines are per answer).
+#[derive(Default)]
+pub struct HeadCache {
+    shape: Option<HeadShape>,
+    after_date: Vec<u8>,
+}
+
+/// Everything the part of a head after its Date depends on (a response without extra lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HeadShape {
+    status: u16,
+    /// Where the static content type is (address, length): the same string is the same type.
+    content_type: Option<(usize, usize)>,
+    length: BodyLength,
+    body_len: usize,
+    connection: Option<bool>,
+}
+
+impl HeadCache {
+    /// Appends the head of `resp` to `out`, as [`write_head`] does.
+    pub fn write(&mut self, out: &mut Vec<u8>, resp: &Response, ctx: &HeadContext<'_>) {
+        if !resp.extra.is_empty() || resp.shared.is_some() {
+            return write_head(out, resp, ctx);
+        }
+        let shape = HeadShape {
+            status: resp.status,
+            content_type: resp.content_type.map(|ct| (ct.as_ptr() as usize, ct.len())),
+            length: ctx.length,
+            body_len: resp.body.as_bytes().len(),
+            connection: ctx.connection,
+        };
+        if self.shape != Some(shape) {
+            self.after_date.clear();
+            write_after_date(&mut self.after_date, resp, ctx);
+            self.shape = Some(shape);
+        }
+        write_status_and_date(out, resp.status, ctx.date);
+        out.extend_from_slice(&self.after_date);
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends the decimal digits of `v` (no allocation, unlike `write!`).
 pub fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    // Most numbers in a head are short (a small body's length, a status): no loop for them.
+    if v < 10 {
+        out.push(b'0' + v as u8);
+        return;
+    }
+    if v < 100 {
+        out.extend_from_slice(&[b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]);
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -210,7 +297,8 @@ mod tests {
         let mut out = Vec::new();
         let resp = Response::text(200, "hi").header("ETag", "\"3\"");
         let date = *b"Thu, 01 Jan 1970 00:00:00 GMT";
-        write_head(&mut out, &resp, &HeadContext { date: &date, connection: Some(false) });
+        let length = BodyLength::Known;
+        write_head(&mut out, &resp, &HeadContext { date: &date, connection: Some(false), length });
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nServer: tidings\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\n\
@@ -218,11 +306,58 @@ mod tests {
              ETag: \"3\"\r\n\r\n"
         );
         let mut out = Vec::new();
-        write_head(&mut out, &Response::new(304), &HeadContext { date: &date, connection: None });
+        write_head(&mut out, &Response::new(304), &HeadContext { date: &date, connection: None, length });
         assert!(!String::from_utf8(out).unwrap().contains("Content-Length"));
+        let mut out = Vec::new();
+        let length = BodyLength::Chunked;
+        write_head(
+            &mut out,
+            &Response::new(200),
+            &HeadContext { date: &date, connection: Some(false), length },
+        );
+        let head = String::from_utf8(out).unwrap();
+        assert!(head.contains("\r\nTransfer-Encoding: chunked\r\n") && !head.contains("Content-Length"));
+    }
+
+    /// The cache writes exactly what `write_head` writes, whatever changes between two heads.
+    #[test]
+    fn head_cache_writes_what_write_head_writes() {
+        let date = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+        let later = *b"Thu, 01 Jan 1970 00:00:01 GMT";
+        let ctx = |date, connection, length| HeadContext { date, connection, length };
+        let cases: Vec<(Response, HeadContext<'_>)> = vec![
+            (Response::text(200, "Hello, World!"), ctx(&date, None, BodyLength::Known)),
+            (Response::text(200, "Hello, World!"), ctx(&date, None, BodyLength::Known)),
+            (Response::text(200, "Hello, World!"), ctx(&later, None, BodyLength::Known)),
+            (Response::text(200, "Hello, World"), ctx(&later, None, BodyLength::Known)),
+            (Response::text(200, "Hello, World"), ctx(&later, Some(false), BodyLength::Known)),
+            (Response::text(200, "Hello, World"), ctx(&later, Some(true), BodyLength::Known)),
+            (Response::text(404, "Hello, World"), ctx(&later, Some(true), BodyLength::Known)),
+            (Response::new(304), ctx(&later, None, BodyLength::Known)),
+            (Response::new(304).content_type("text/plain"), ctx(&later, None, BodyLength::Known)),
+            (Response::new(200).content_type("text/plain"), ctx(&later, None, BodyLength::Known)),
+            (Response::new(200).content_type("text/html"), ctx(&later, None, BodyLength::Known)),
+            (Response::new(200).content_type("text/html"), ctx(&later, None, BodyLength::Chunked)),
+            (Response::new(200).content_type("text/html"), ctx(&later, None, BodyLength::UntilClose)),
+            (Response::text(200, "x").header("ETag", "\"1\""), ctx(&later, None, BodyLength::Known)),
+            (
+                Response::text(200, "x").shared_headers("A: b\r\n".into()),
+                ctx(&later, None, BodyLength::Known),
+            ),
+            (Response::text(200, "x"), ctx(&later, None, BodyLength::Known)),
+        ];
+        let mut cache = HeadCache::default();
+        for (resp, ctx) in &cases {
+            let (mut want, mut got) = (Vec::new(), b"before".to_vec());
+            write_head(&mut want, resp, ctx);
+            cache.write(&mut got, resp, ctx);
+            assert_eq!(&got[6..], &want[..], "{resp:?}");
+        }
         let mut n = Vec::new();
-        push_u64(&mut n, 0);
-        push_u64(&mut n, 1234567890);
-        assert_eq!(n, b"01234567890");
+        for v in [0, 7, 10, 99, 100, 1234567890, u64::MAX] {
+            n.clear();
+            push_u64(&mut n, v);
+            assert_eq!(n, v.to_string().as_bytes());
+        }
     }
 }

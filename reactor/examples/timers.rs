@@ -8,26 +8,30 @@ use std::time::Duration;
 
 use reactor::{Event, Handler, Reactor, TimerId};
 
-// Tags tell the handler which timer fired (the reactor gives them back untouched).
-const HEARTBEAT: u64 = 0;
-const CLIENT_TIMEOUT: u64 = 1;
-const CANCELLED: u64 = 2;
-const STOP: u64 = 3;
+// A timer's payload tells the handler which timer fired (the reactor gives it back
+// untouched). Any `Clone` type: here an enum, so a match covers every kind.
+#[derive(Clone, Copy, Debug)]
+enum Timer {
+    Heartbeat,
+    ClientTimeout,
+    Cancelled,
+    Stop,
+}
 
 struct Demo {
     heartbeat: Option<TimerId>,
     beats: u32,
 }
 
-impl Handler<()> for Demo {
+impl Handler<(), Timer> for Demo {
     // No sockets in this demo; a real server would read and write here.
-    fn on_io(&mut self, _r: &mut Reactor<()>, _ev: Event) {}
+    fn on_io(&mut self, _r: &mut Reactor<(), Timer>, _ev: Event) {}
 
     // Runs on the loop's thread, like on_io: it may touch any state without locks.
-    fn on_timer(&mut self, r: &mut Reactor<()>, _id: TimerId, tag: u64) {
+    fn on_timer(&mut self, r: &mut Reactor<(), Timer>, _id: TimerId, timer: Timer) {
         let ms = r.elapsed().as_millis();
-        match tag {
-            HEARTBEAT => {
+        match timer {
+            Timer::Heartbeat => {
                 self.beats += 1;
                 println!("{ms:>5} ms  heartbeat #{}", self.beats);
                 // A repeating timer can be cancelled from its own callback, too.
@@ -36,9 +40,9 @@ impl Handler<()> for Demo {
                     println!("           heartbeat cancelled");
                 }
             }
-            CLIENT_TIMEOUT => println!("{ms:>5} ms  client timed out (a 304 would go out here)"),
-            CANCELLED => unreachable!("a cancelled timer never fires"),
-            _ => {
+            Timer::ClientTimeout => println!("{ms:>5} ms  client timed out (a 304 would go out here)"),
+            Timer::Cancelled => unreachable!("a cancelled timer never fires"),
+            Timer::Stop => {
                 println!("{ms:>5} ms  stop");
                 r.stop(); // run() returns after this turn
             }
@@ -47,22 +51,22 @@ impl Handler<()> for Demo {
 }
 
 fn main() -> std::io::Result<()> {
-    let mut r = Reactor::<()>::new()?;
+    let mut r = Reactor::<(), Timer>::new()?;
 
     // Deadlines are in whole milliseconds, rounded *up*: a timer never fires early, only up
     // to ~1 ms late (plus however long the current turn takes: keep handlers short).
-    r.set_timer(Duration::from_millis(450), CLIENT_TIMEOUT);
+    r.set_timer(Duration::from_millis(450), Timer::ClientTimeout);
 
     // Cancel is O(1) in the timing wheel: unlink from a slot's list. The message "arrived",
     // so this client's timeout must not fire. Cancelling a stale id is a harmless no-op.
-    let early = r.set_timer(Duration::from_millis(300), CANCELLED);
+    let early = r.set_timer(Duration::from_millis(300), Timer::Cancelled);
     assert!(r.cancel_timer(early));
     assert!(!r.cancel_timer(early));
 
     // Every 200 ms (first after 200 ms). If the loop falls behind, missed beats are skipped
     // rather than fired in a burst.
-    let heartbeat = Some(r.set_repeating_timer(Duration::from_millis(200), HEARTBEAT));
-    r.set_timer(Duration::from_millis(1_000), STOP);
+    let heartbeat = Some(r.set_repeating_timer(Duration::from_millis(200), Timer::Heartbeat));
+    r.set_timer(Duration::from_millis(1_000), Timer::Stop);
 
     let mut demo = Demo { heartbeat, beats: 0 };
     r.run(&mut demo)?;

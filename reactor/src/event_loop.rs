@@ -193,15 +193,18 @@ pub struct LoopStats {
 
 /// The owner of the application state. The loop calls these methods; each gets the reactor
 /// back so it can register sources, set timers or stop the loop.
-pub trait Handler<M> {
+///
+/// `M` is the type of messages from other threads, `T` the payload of a timer: what the owner
+/// wants back when it fires (an enum of its timer kinds, typically; `u64` by default).
+pub trait Handler<M, T = u64> {
     /// A registered source is ready.
-    fn on_io(&mut self, reactor: &mut Reactor<M>, event: Event);
-    /// A timer set with [`Reactor::set_timer`] fired; `tag` is what was given then.
-    fn on_timer(&mut self, _reactor: &mut Reactor<M>, _id: TimerId, _tag: u64) {}
+    fn on_io(&mut self, reactor: &mut Reactor<M, T>, event: Event);
+    /// A timer set with [`Reactor::set_timer`] fired; `payload` is what was given then.
+    fn on_timer(&mut self, _reactor: &mut Reactor<M, T>, _id: TimerId, _payload: T) {}
     /// A message posted through a [`Remote`] arrived.
-    fn on_message(&mut self, _reactor: &mut Reactor<M>, _msg: M) {}
+    fn on_message(&mut self, _reactor: &mut Reactor<M, T>, _msg: M) {}
     /// A signal watched with [`Reactor::watch_signals`] arrived.
-    fn on_signal(&mut self, _reactor: &mut Reactor<M>, _signo: i32) {}
+    fn on_signal(&mut self, _reactor: &mut Reactor<M, T>, _signo: i32) {}
 }
 
 enum SourceKind {
@@ -217,13 +220,14 @@ struct Source {
     kind: SourceKind,
 }
 
-/// The event loop. `M` is the type of message other threads can post to it.
-pub struct Reactor<M> {
+/// The event loop. `M` is the type of message other threads can post to it, `T` the payload
+/// its timers carry (given to [`Reactor::set_timer`], handed back to [`Handler::on_timer`]).
+pub struct Reactor<M, T = u64> {
     epoll: sys::Fd,
     events: Vec<sys::EpollEvent>,
     sources: Slab<Source>,
     next_gen: u32,
-    timers: TimerWheel<u64>,
+    timers: TimerWheel<T>,
     start: Instant,
     remote: Arc<Shared<M>>,
     inbox: VecDeque<M>,
@@ -238,7 +242,7 @@ pub struct Reactor<M> {
 /// How many events one `epoll_wait` may return.
 const EVENT_BATCH: usize = 1024;
 
-impl<M> Reactor<M> {
+impl<M, T: Clone> Reactor<M, T> {
     /// Creates the epoll instance and registers the cross-thread eventfd. Also sets SIGPIPE to
     /// "ignore", so writing to a socket the peer closed returns EPIPE instead of killing us.
     pub fn new() -> io::Result<Self> {
@@ -321,7 +325,7 @@ impl<M> Reactor<M> {
 
     /// Milliseconds since the loop was created, rounded down: "now" as the wheel sees it.
     fn tick_now(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+        whole_ms(self.start.elapsed())
     }
 
     /// The first whole tick at or after `after` from now (rounded up: never early).
@@ -331,23 +335,24 @@ impl<M> Reactor<M> {
         nanos.div_ceil(1_000_000).min(u64::MAX as u128) as u64
     }
 
-    /// Calls [`Handler::on_timer`] with `tag` once, no earlier than `after` from now.
-    pub fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
+    /// Calls [`Handler::on_timer`] with `payload` once, no earlier than `after` from now.
+    pub fn set_timer(&mut self, after: Duration, payload: T) -> TimerId {
         let deadline = self.deadline_tick(after);
-        self.timers.insert(deadline, tag)
+        self.timers.insert(deadline, payload)
     }
 
-    /// Calls [`Handler::on_timer`] with `tag` every `every` (at 1 ms granularity), first after `every`.
-    pub fn set_repeating_timer(&mut self, every: Duration, tag: u64) -> TimerId {
+    /// Calls [`Handler::on_timer`] with (a clone of) `payload` every `every` (at 1 ms
+    /// granularity), first after `every`.
+    pub fn set_repeating_timer(&mut self, every: Duration, payload: T) -> TimerId {
         let deadline = self.deadline_tick(every);
         let period = u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.timers.insert_repeating(deadline, period, tag)
+        self.timers.insert_repeating(deadline, period, payload)
     }
 
-    /// Calls [`Handler::on_timer`] with `tag` once the wheel reaches tick `deadline` (ms since
-    /// the loop started, as given by [`now_ms`](Self::now_ms)).
-    pub fn set_timer_at(&mut self, deadline: u64, tag: u64) -> TimerId {
-        self.timers.insert(deadline, tag)
+    /// Calls [`Handler::on_timer`] with `payload` once the wheel reaches tick `deadline` (ms
+    /// since the loop started, as given by [`now_ms`](Self::now_ms)).
+    pub fn set_timer_at(&mut self, deadline: u64, payload: T) -> TimerId {
+        self.timers.insert(deadline, payload)
     }
 
     /// Milliseconds since the loop started, as of the last clock read of the loop: the
@@ -365,11 +370,12 @@ impl<M> Reactor<M> {
     }
 
     /// How long `epoll_wait` may sleep: until the next timer work, rounded up to whole ms;
-    /// `None` = no timer pending (sleep until something happens).
-    fn timer_timeout(&self) -> Option<Duration> {
+    /// `None` = no timer pending (sleep until something happens). `now`: the loop's clock if
+    /// it was just read (the end of the previous turn, in [`run`](Self::run)).
+    fn timer_timeout(&self, now: Option<Duration>) -> Option<Duration> {
         let deadline = self.timers.next_deadline()?;
         let due = Duration::from_millis(deadline);
-        Some(due.saturating_sub(self.start.elapsed()))
+        Some(due.saturating_sub(now.unwrap_or_else(|| self.start.elapsed())))
     }
 
     // ----- signals ---------------------------------------------------------------------------
@@ -394,10 +400,12 @@ impl<M> Reactor<M> {
     }
 
     /// Runs turns until [`stop`](Self::stop) is called.
-    pub fn run<H: Handler<M>>(&mut self, handler: &mut H) -> io::Result<()> {
+    pub fn run<H: Handler<M, T>>(&mut self, handler: &mut H) -> io::Result<()> {
         self.stopping = false;
+        // The clock read that ends a turn also starts the next one: nothing runs in between.
+        let mut now = None;
         while !self.stopping {
-            self.run_once(handler, None)?;
+            now = Some(self.turn(handler, None, now)?.1);
         }
         Ok(())
     }
@@ -405,24 +413,35 @@ impl<M> Reactor<M> {
     /// One turn: wait (at most `max_wait`, and no longer than the next timer), dispatch I/O
     /// and signals, run due timers, drain cross-thread messages. Returns the number of I/O
     /// events delivered.
-    pub fn run_once<H: Handler<M>>(
+    pub fn run_once<H: Handler<M, T>>(
         &mut self,
         handler: &mut H,
         max_wait: Option<Duration>,
     ) -> io::Result<usize> {
+        Ok(self.turn(handler, max_wait, None)?.0)
+    }
+
+    /// [`run_once`](Self::run_once), given the clock if it was just read; also returns the
+    /// clock at the end of the turn.
+    fn turn<H: Handler<M, T>>(
+        &mut self,
+        handler: &mut H,
+        max_wait: Option<Duration>,
+        now: Option<Duration>,
+    ) -> io::Result<(usize, Duration)> {
         // Phase 1: wait.
-        let wait = match (self.timer_timeout(), max_wait) {
+        let wait = match (self.timer_timeout(now), max_wait) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         let timeout_ms = match wait {
             // Round up: a 0.3 ms wait becomes 1 ms, never 0 (which would spin until due).
-            Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
+            Some(d) => ceil_ms(d).min(i32::MAX as u64) as i32,
             None => -1,
         };
         let n = sys::epoll_wait(&self.epoll, &mut self.events, timeout_ms)?;
-        let woke = Instant::now();
-        self.woke_tick = woke.duration_since(self.start).as_millis() as u64;
+        let woke = self.start.elapsed();
+        self.woke_tick = whole_ms(woke);
         self.stats.iterations += 1;
 
         // Phase 2: dispatch I/O.
@@ -458,9 +477,9 @@ impl<M> Reactor<M> {
         // may have taken a while, and timer handlers should see the time they fire at.
         let now = self.tick_now();
         self.woke_tick = now;
-        while let Some((id, tag)) = self.timers.poll(now) {
+        while let Some((id, payload)) = self.timers.poll(now) {
             self.stats.timers_fired += 1;
-            handler.on_timer(self, id, tag);
+            handler.on_timer(self, id, payload);
         }
 
         // Phase 4: drain the cross-thread queue.
@@ -475,11 +494,12 @@ impl<M> Reactor<M> {
             self.inbox = inbox;
         }
 
-        self.stats.busy_time += woke.elapsed();
-        Ok(delivered)
+        let end = self.start.elapsed();
+        self.stats.busy_time += end.saturating_sub(woke);
+        Ok((delivered, end))
     }
 
-    fn dispatch_signals<H: Handler<M>>(&mut self, handler: &mut H) {
+    fn dispatch_signals<H: Handler<M, T>>(&mut self, handler: &mut H) {
         let mut buf = [0u8; 32];
         let got = match &self.signals {
             Some(p) => p.read(&mut buf),
@@ -519,9 +539,37 @@ impl<M> Reactor<M> {
     }
 }
 
-impl<M> Drop for Reactor<M> {
+/// Whole milliseconds in `d`, rounded down (without the 128-bit division of `as_millis`: this
+/// runs several times per turn).
+fn whole_ms(d: Duration) -> u64 {
+    d.as_secs().saturating_mul(1000).saturating_add(u64::from(d.subsec_millis()))
+}
+
+/// Milliseconds in `d`, rounded up.
+fn ceil_ms(d: Duration) -> u64 {
+    d.as_secs().saturating_mul(1000).saturating_add(u64::from(d.subsec_nanos().div_ceil(1_000_000)))
+}
+
+impl<M, T> Drop for Reactor<M, T> {
     fn drop(&mut self) {
         // Refuse further posts; queued messages are dropped with the shared queue.
         self.remote.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn milliseconds_without_u128() {
+        for d in [0, 1, 999_999, 1_000_000, 1_000_001, 1_999_999_999, 86_400_000_000_123] {
+            let d = Duration::from_nanos(d);
+            assert_eq!(whole_ms(d) as u128, d.as_millis(), "{d:?}");
+            assert_eq!(ceil_ms(d) as u128, d.as_nanos().div_ceil(1_000_000), "{d:?}");
+        }
+        assert_eq!(ceil_ms(Duration::from_micros(300)), 1, "never 0 for a wait that is not 0");
+        assert_eq!(ceil_ms(Duration::MAX), u64::MAX);
+        assert_eq!(whole_ms(Duration::MAX), u64::MAX);
     }
 }

@@ -20,13 +20,18 @@
 //!
 //! ```no_run
 //! use reactor::{Reactor, Handler, Event};
+//! // A timer's payload is any `Clone` type: here, which timer it is.
+//! #[derive(Clone)]
+//! enum Timer { Stop }
 //! struct App;
-//! impl Handler<()> for App {
-//!     fn on_io(&mut self, _r: &mut Reactor<()>, _ev: Event) {}
-//!     fn on_timer(&mut self, r: &mut Reactor<()>, _id: reactor::TimerId, _tag: u64) { r.stop() }
+//! impl Handler<(), Timer> for App {
+//!     fn on_io(&mut self, _r: &mut Reactor<(), Timer>, _ev: Event) {}
+//!     fn on_timer(&mut self, r: &mut Reactor<(), Timer>, _id: reactor::TimerId, t: Timer) {
+//!         match t { Timer::Stop => r.stop() }
+//!     }
 //! }
-//! let mut r = Reactor::<()>::new().unwrap();
-//! r.set_timer(std::time::Duration::from_millis(10), 0);
+//! let mut r = Reactor::<(), Timer>::new().unwrap();
+//! r.set_timer(std::time::Duration::from_millis(10), Timer::Stop);
 //! r.run(&mut App).unwrap();
 //! ```
 

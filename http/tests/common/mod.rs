@@ -14,6 +14,8 @@
 //! | `/status?code=N` | N with an empty body |
 //! | `/close` | 200 `bye`, asking the server to close |
 //! | `/sleep?ms=N` | blocks the loop for N ms (a slow handler), then 200 `slept` |
+//! | `/stream` | a streaming 200 (`text/event-stream`): [`Msg::Push`] writes to it, [`Msg::EndStreams`] ends it |
+//! | `/upgrade` | with `Upgrade: lines`, 101 and a line protocol: each line comes back upper-cased, `quit` ends it with `bye` |
 //! | anything else | 404 |
 //!
 //! Every final response read by [`Client`] is checked for a `Date` header and for
@@ -28,7 +30,9 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use http::{Body, Closed, Config, ConnId, Ctx, Request, Responder, Response, Server, Service};
+use http::{
+    Body, Closed, Config, ConnId, Ctx, Flow, Request, Responder, Response, Server, Service, StreamId,
+};
 use reactor::{Reactor, Remote, TimerId};
 
 // ----- the test service ----------------------------------------------------------------------
@@ -42,6 +46,10 @@ pub enum Msg {
     /// Answer every responder `/hold` kept (200 `released`), including those whose connection
     /// has closed since, and report what each `respond` returned.
     Release(mpsc::Sender<Vec<Result<(), Closed>>>),
+    /// Write these bytes to every open `/stream` and report what each `send` returned.
+    Push(Vec<u8>, mpsc::Sender<Vec<Result<Flow, Closed>>>),
+    /// End every `/stream` and report what each `end` returned.
+    EndStreams(mpsc::Sender<Vec<Result<(), Closed>>>),
 }
 
 /// The server's counters as seen from inside its loop.
@@ -70,6 +78,10 @@ pub struct Snapshot {
     /// The most `on_close` calls any one connection got (must be 1 at most).
     pub on_close_max_per_conn: u32,
     pub on_shutdown_calls: u64,
+    /// `/stream`s and `/upgrade`s started (ended or closed ones stay counted).
+    pub streams_started: u64,
+    /// `on_close` calls that handed back a stream's note (a stream or upgrade the client left).
+    pub streams_closed: u64,
 }
 
 impl Snapshot {
@@ -100,7 +112,15 @@ pub struct TestService {
     on_close: HashMap<ConnId, u32>,
     on_close_calls: u64,
     on_shutdown_calls: u64,
+    streams: Vec<StreamId>,
+    /// Partial lines of upgraded connections.
+    lines: HashMap<StreamId, Vec<u8>>,
+    streams_started: u64,
+    streams_closed: u64,
 }
+
+/// The note of a stream (held responders' notes count up from 1).
+const STREAM_NOTE: u64 = u64::MAX;
 
 impl TestService {
     pub fn new(opts: Options) -> TestService {
@@ -112,10 +132,14 @@ impl TestService {
             on_close: HashMap::new(),
             on_close_calls: 0,
             on_shutdown_calls: 0,
+            streams: Vec::new(),
+            lines: HashMap::new(),
+            streams_started: 0,
+            streams_closed: 0,
         }
     }
 
-    fn snapshot(&self, ctx: &Ctx<'_, Msg>) -> Snapshot {
+    fn snapshot(&self, ctx: &Ctx<'_, TestService>) -> Snapshot {
         let stats = ctx.stats();
         let loop_stats = ctx.loop_stats();
         Snapshot {
@@ -134,6 +158,8 @@ impl TestService {
             on_close_calls: self.on_close_calls,
             on_close_max_per_conn: self.on_close.values().copied().max().unwrap_or(0),
             on_shutdown_calls: self.on_shutdown_calls,
+            streams_started: self.streams_started,
+            streams_closed: self.streams_closed,
         }
     }
 }
@@ -159,8 +185,10 @@ fn param<T: std::str::FromStr>(req: &Request<'_>, name: &str, default: T) -> T {
 
 impl Service for TestService {
     type Msg = Msg;
+    type Note = u64;
+    type Timer = u64;
 
-    fn call(&mut self, ctx: &mut Ctx<'_, Msg>, req: &Request<'_>, responder: Responder) {
+    fn call(&mut self, ctx: &mut Ctx<'_, TestService>, req: &Request<'_>, responder: Responder) {
         let resp = match req.path {
             "/plaintext" => Response::text(200, "Hello, World!"),
             "/echo" => {
@@ -201,19 +229,39 @@ impl Service for TestService {
                 std::thread::sleep(Duration::from_millis(param(req, "ms", 10)));
                 Response::text(200, "slept")
             }
+            "/stream" => {
+                let head = Response::new(200).content_type("text/event-stream");
+                if let Ok(stream) = ctx.respond_stream(responder, head) {
+                    ctx.set_stream_note(&stream, STREAM_NOTE);
+                    self.streams.push(stream);
+                    self.streams_started += 1;
+                }
+                return;
+            }
+            "/upgrade" if req.header("upgrade") == Some(b"lines") => {
+                let head = Response::new(101).header("Upgrade", "lines").header("Connection", "upgrade");
+                if let Ok(stream) = ctx.upgrade(responder, head) {
+                    ctx.set_stream_note(&stream, STREAM_NOTE);
+                    self.streams_started += 1;
+                }
+                return;
+            }
             _ => Response::text(404, "not found"),
         };
         let _ = ctx.respond(responder, resp);
     }
 
-    fn on_close(&mut self, _ctx: &mut Ctx<'_, Msg>, conn: ConnId, _note: u64) {
+    fn on_close(&mut self, _ctx: &mut Ctx<'_, TestService>, conn: ConnId, note: Option<u64>) {
         self.on_close_calls += 1;
+        if note == Some(STREAM_NOTE) {
+            self.streams_closed += 1;
+        }
         *self.on_close.entry(conn).or_insert(0) += 1;
         // Deferred answers of a closed connection are dropped when their timer fires (their
         // `respond` returns Err(Closed)); held ones stay until released, to test exactly that.
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Msg>, _id: TimerId, tag: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, TestService>, _id: TimerId, tag: u64) {
         if let Some((responder, ms)) = self.deferred.remove(&tag) {
             let body = format!("deferred {ms}").into_bytes();
             let _ =
@@ -221,8 +269,30 @@ impl Service for TestService {
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, Msg>, msg: Msg) {
+    /// The line protocol of `/upgrade`: each complete line back upper-cased; `quit` ends.
+    fn on_data(&mut self, ctx: &mut Ctx<'_, TestService>, stream: StreamId, data: &[u8]) {
+        let partial = self.lines.entry(stream).or_default();
+        partial.extend_from_slice(data);
+        while let Some(end) = partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=end).collect();
+            if line == b"quit\n" || line == b"quit\r\n" {
+                let _ = ctx.send(&stream, b"bye\n");
+                let _ = ctx.end(stream);
+                self.lines.remove(&stream);
+                return;
+            }
+            let _ = ctx.send(&stream, &line.to_ascii_uppercase());
+        }
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_, TestService>, msg: Msg) {
         match msg {
+            Msg::Push(bytes, tx) => {
+                let _ = tx.send(self.streams.iter().map(|s| ctx.send(s, &bytes)).collect());
+            }
+            Msg::EndStreams(tx) => {
+                let _ = tx.send(self.streams.drain(..).map(|s| ctx.end(s)).collect());
+            }
             Msg::Stop => ctx.shutdown(),
             Msg::Query(tx) => {
                 let _ = tx.send(self.snapshot(ctx));
@@ -238,7 +308,7 @@ impl Service for TestService {
         }
     }
 
-    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Msg>) {
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, TestService>) {
         self.on_shutdown_calls += 1;
         if self.opts.answer_held_on_shutdown {
             for r in self.held.drain(..) {
@@ -326,6 +396,24 @@ impl TestServer {
             panic!("server loop is gone");
         }
         rx.recv_timeout(Duration::from_secs(10)).expect("no answer to Release")
+    }
+
+    /// Writes `bytes` to every open `/stream`; what each `send` returned.
+    pub fn push(&self, bytes: &[u8]) -> Vec<Result<Flow, Closed>> {
+        let (tx, rx) = mpsc::channel();
+        if self.remote.post(Msg::Push(bytes.to_vec(), tx)).is_err() {
+            panic!("server loop is gone");
+        }
+        rx.recv_timeout(Duration::from_secs(10)).expect("no answer to Push")
+    }
+
+    /// Ends every open `/stream`; what each `end` returned.
+    pub fn end_streams(&self) -> Vec<Result<(), Closed>> {
+        let (tx, rx) = mpsc::channel();
+        if self.remote.post(Msg::EndStreams(tx)).is_err() {
+            panic!("server loop is gone");
+        }
+        rx.recv_timeout(Duration::from_secs(10)).expect("no answer to EndStreams")
     }
 
     /// Starts a graceful shutdown without waiting for it.
@@ -589,6 +677,17 @@ impl Client {
                 Err(e) => panic!("throttled read after {} bytes: {e}", self.buf.len()),
             }
             assert!(started.elapsed() < Duration::from_secs(30), "throttled read too slow");
+        }
+    }
+
+    /// Reads until `needle` arrives; returns everything up to and including it (raw: for
+    /// streams and upgraded connections, which are not a series of responses).
+    pub fn read_until(&mut self, needle: &[u8]) -> Vec<u8> {
+        loop {
+            if let Some(at) = find(&self.buf, needle) {
+                return self.buf.drain(..at + needle.len()).collect();
+            }
+            self.fill("a stream's bytes");
         }
     }
 
