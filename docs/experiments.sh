@@ -21,7 +21,7 @@ export CARGO_TARGET_DIR="$WORK/target"
 # name @ chapter @ file @ perl substitution (must change the file) @ cargo test arguments
 EXPERIMENTS=(
   "echo-spins-on-emfile@docs/00-smallest-server.md@reactor/examples/echo.rs@s{\n\s*r\.reregister\(self\.listener_token, Interest::NONE\)\.unwrap\(\);\n\s*self\.accept_retry = Some\(r\.set_timer\(ACCEPT_RETRY, 0\)\);}{}@-p tidings-reactor --test echo_emfile -- --exact echo_survives_running_out_of_descriptors"
-  "timeout-rounds-down@docs/01-one-turn.md@reactor/src/event_loop.rs@s{Some\(d\) => d\.as_nanos\(\)\.div_ceil\(1_000_000\)}{Some(d) => (d.as_nanos() / 1_000_000)}@-p tidings-reactor --test timers -- --exact idle_loop_sleeps_until_its_timer"
+  "timeout-rounds-down@docs/01-one-turn.md@reactor/src/event_loop.rs@s{d\.subsec_nanos\(\)\.div_ceil\(1_000_000\)}{d.subsec_nanos() / 1_000_000}@-p tidings-reactor --test timers -- --exact idle_loop_sleeps_until_its_timer"
   "no-generation@docs/02-registration-and-tokens.md@reactor/src/event_loop.rs@s{Some\(s\) if s\.gen == token\.gen => match s\.kind}{Some(s) => match s.kind}@-p tidings-reactor --test io -- --exact stale_event_is_not_delivered_to_a_reused_slot"
   "edge-triggered@docs/03-level-vs-edge.md@reactor/src/event_loop.rs@s{fn epoll_bits\(self\) -> u32 \{\s*self\.0\s*\}}{fn epoll_bits(self) -> u32 { self.0 | libc::EPOLLET as u32 }}@-p tidings-reactor --test io -- --exact readable_is_level_triggered"
   "deadline-rounds-down@docs/04-timer-wheel.md@reactor/src/event_loop.rs@s{nanos\.div_ceil\(1_000_000\)}{(nanos / 1_000_000)}@-p tidings-reactor --test timers -- --exact timers_never_fire_early_and_fire_in_order"
