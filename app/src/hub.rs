@@ -162,7 +162,18 @@ struct Waiter<W> {
     /// Position in the channel's `waiters`.
     pos: u32,
     cursor: u64,
+    wakes: Wakes,
     payload: W,
+}
+
+/// How often a parked subscriber is woken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wakes {
+    /// A held poll: the first publish answers it and it leaves the hub.
+    Once,
+    /// A stream (Server-Sent Events, a WebSocket subscription): every publish is delivered to
+    /// it and it stays, its cursor moved to the new seq, until the caller removes it.
+    Every,
 }
 
 /// Where a subscriber stands: `since` (the last seq it has seen) in the channel's life
@@ -222,19 +233,22 @@ pub struct Published<W> {
 }
 
 impl<W> Published<W> {
-    /// Waiters woken (the `subscribers` of the publish answer).
+    /// Subscribers reached, held polls and streams (the `subscribers` of the publish answer).
     pub fn subscribers(&self) -> usize {
-        self.deliveries.iter().map(|d| d.waiters.len()).sum()
+        self.deliveries.iter().map(|d| d.waiters.len() + d.streams.len()).sum()
     }
 }
 
-/// One answer of a publish and the payloads of every waiter that gets it.
+/// One answer of a publish and who gets it: the payloads of the held polls it ends, and the
+/// keys of the streams it goes to (they stay parked: read their payloads with
+/// [`Hub::waiter`]).
 #[derive(Debug)]
 pub struct Delivery<W> {
     pub batch: Batch,
     /// The cursor its waiters stood at.
     pub cursor: u64,
     pub waiters: Vec<W>,
+    pub streams: Vec<usize>,
 }
 
 /// A waiter taken out of the hub (timed out, client gone, shutdown), with what its 304 says.
@@ -259,7 +273,10 @@ pub enum HubError {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct HubStats {
     pub channels: usize,
+    /// Held polls parked ([`Wakes::Once`]).
     pub waiting_polls: usize,
+    /// Streams parked ([`Wakes::Every`]).
+    pub streams: usize,
     pub retained_messages: usize,
     /// Bodies plus [`MESSAGE_OVERHEAD`] per message, over all channels.
     pub retained_bytes: usize,
@@ -354,7 +371,11 @@ impl<W> Hub<W> {
     }
 
     pub fn stats(&self) -> HubStats {
-        HubStats { channels: self.channels.len(), waiting_polls: self.waiters.len(), ..self.stats }
+        HubStats {
+            channels: self.channels.len(),
+            waiting_polls: self.waiters.len() - self.stats.streams,
+            ..self.stats
+        }
     }
 
     /// The key of channel `name`, created (empty, with a new epoch) if it does not exist.
@@ -432,28 +453,42 @@ impl<W> Hub<W> {
 
         // Wake everyone. Waiters on one channel almost always share a cursor (they were all
         // up to date), so the answer is described once per distinct cursor: one group per
-        // run of waiters with the same cursor, in the order they waited.
+        // run of waiters with the same cursor, in the order they waited. Held polls leave the
+        // hub; streams stay, at the new seq, in the order they were.
         let waiters = std::mem::take(&mut self.channels[key as usize].waiters);
+        let mut staying = Vec::new();
         let mut deliveries: Vec<Delivery<W>> = Vec::new();
         for (i, &wkey) in waiters.iter().enumerate() {
-            let w = self.waiters.remove(wkey as usize);
-            match deliveries.last_mut() {
-                Some(d) if d.cursor == w.cursor => d.waiters.push(w.payload),
-                _ => {
-                    // A new group: sized for its whole run of waiters (still in the slab).
-                    let run = 1 + waiters[i + 1..]
-                        .iter()
-                        .take_while(|&&k| self.waiters.get(k as usize).is_some_and(|o| o.cursor == w.cursor))
-                        .count();
-                    let mut payloads = Vec::with_capacity(run);
-                    payloads.push(w.payload);
-                    let batch = self.batch(key, w.cursor, false);
-                    deliveries.push(Delivery { batch, cursor: w.cursor, waiters: payloads });
+            let cursor = self.waiters[wkey as usize].cursor;
+            if !matches!(deliveries.last(), Some(d) if d.cursor == cursor) {
+                // A new group: sized for its whole run of waiters (all still in the slab).
+                let run = 1 + waiters[i + 1..]
+                    .iter()
+                    .take_while(|&&k| self.waiters.get(k as usize).is_some_and(|o| o.cursor == cursor))
+                    .count();
+                let batch = self.batch(key, cursor, false);
+                deliveries.push(Delivery {
+                    batch,
+                    cursor,
+                    waiters: Vec::with_capacity(run),
+                    streams: Vec::new(),
+                });
+            }
+            let Some(d) = deliveries.last_mut() else { continue };
+            match self.waiters[wkey as usize].wakes {
+                Wakes::Once => d.waiters.push(self.waiters.remove(wkey as usize).payload),
+                Wakes::Every => {
+                    let w = &mut self.waiters[wkey as usize];
+                    w.cursor = seq;
+                    w.pos = staying.len() as u32;
+                    staying.push(wkey);
+                    d.streams.push(wkey as usize);
                 }
             }
         }
+        self.channels[key as usize].waiters = staying;
         for d in &deliveries {
-            self.stats.delivered_total += (d.batch.count * d.waiters.len()) as u64;
+            self.stats.delivered_total += (d.batch.count * (d.waiters.len() + d.streams.len())) as u64;
         }
         let epoch = self.channels[key as usize].epoch;
         self.sweep_age_queue();
@@ -616,18 +651,35 @@ impl<W> Hub<W> {
         run.zip(batch.first..).map(|(m, seq)| MessageRef { seq, data: &m.data, as_text: m.as_text })
     }
 
-    /// Parks a subscriber where `hold` (from [`Poll::Hold`]) says, with the payload `park`
+    /// Parks a held poll where `hold` (from [`Poll::Hold`]) says, with the payload `park`
     /// makes from the waiter's key (to name its timer and connection note), and returns
-    /// the key.
+    /// the key. The first publish on its channel ends it.
     pub fn add_waiter(&mut self, hold: Hold, park: impl FnOnce(usize) -> W) -> usize {
+        self.park(hold, Wakes::Once, park)
+    }
+
+    /// Parks a stream where `hold` says (a subscriber that has caught up: see
+    /// [`Hub::subscribe`]): every later publish on the channel is delivered to it, in order,
+    /// until [`Hub::remove_waiter`]. Returns its key.
+    pub fn add_stream(&mut self, hold: Hold, park: impl FnOnce(usize) -> W) -> usize {
+        self.stats.streams += 1;
+        self.park(hold, Wakes::Every, park)
+    }
+
+    fn park(&mut self, hold: Hold, wakes: Wakes, make: impl FnOnce(usize) -> W) -> usize {
         let Hold { chan, cursor, .. } = hold;
         let entry = self.waiters.vacant_entry();
         let key = entry.key();
-        let payload = park(key);
+        let payload = make(key);
         let c = &mut self.channels[chan as usize];
-        entry.insert(Waiter { chan, pos: c.waiters.len() as u32, cursor, payload });
+        entry.insert(Waiter { chan, pos: c.waiters.len() as u32, cursor, wakes, payload });
         c.waiters.push(key as u32);
         key
+    }
+
+    /// The payload of a parked stream, to write a delivery to it.
+    pub fn waiter_mut(&mut self, key: usize) -> Option<&mut W> {
+        self.waiters.get_mut(key).map(|w| &mut w.payload)
     }
 
     /// The payload of waiter `key`, if it still waits.
@@ -639,6 +691,9 @@ impl<W> Hub<W> {
     /// where it stood (for the 304).
     pub fn remove_waiter(&mut self, key: usize) -> Option<Removed<W>> {
         let w = self.waiters.try_remove(key)?;
+        if w.wakes == Wakes::Every {
+            self.stats.streams -= 1;
+        }
         let c = &mut self.channels[w.chan as usize];
         let epoch = c.epoch;
         c.waiters.swap_remove(w.pos as usize);
@@ -771,6 +826,34 @@ mod tests {
         assert!(got.contains(r#""messages":[],"next":0,"missed":0,"reset":true"#), "{got}");
         // ... but a client at 0 of a channel at 0 just waits (no reset loop on idle channels).
         assert!(sub(&mut h, "new", Some(Cursor { since: 0, epoch: Some(1) })).starts_with("hold"));
+    }
+
+    #[test]
+    fn streams_get_every_publish_and_stay() {
+        let mut h = hub(10);
+        let Poll::Hold(hold) = h.subscribe("s", None, 0) else { panic!() };
+        let stream = h.add_stream(hold, |key| key + 100);
+        let Poll::Hold(hold) = h.subscribe("s", None, 0) else { panic!() };
+        let poll = h.add_waiter(hold, |key| key + 200);
+        assert_eq!((h.stats().streams, h.stats().waiting_polls), (1, 1));
+        // The first publish reaches both, in one group (same cursor): the poll leaves.
+        let p = h.publish("s", b"one".to_vec(), 0).unwrap();
+        assert_eq!((p.deliveries.len(), p.subscribers()), (1, 2));
+        assert_eq!(
+            (p.deliveries[0].waiters.clone(), p.deliveries[0].streams.clone()),
+            (vec![poll + 200], vec![stream])
+        );
+        assert_eq!((h.stats().streams, h.stats().waiting_polls), (1, 0));
+        // The stream stays, at the new seq: the next publish is the next message for it.
+        let p = h.publish("s", b"two".to_vec(), 0).unwrap();
+        let d = &p.deliveries[0];
+        assert_eq!((d.cursor, d.batch.first, d.batch.count, d.streams.clone()), (1, 2, 1, vec![stream]));
+        assert_eq!(h.waiter_mut(stream).copied(), Some(stream + 100));
+        assert_eq!(h.stats().delivered_total, 3);
+        // Removed (its client left): the channel holds its messages, nobody waits.
+        let gone = h.remove_waiter(stream).unwrap();
+        assert_eq!((gone.cursor, h.stats().streams, h.stats().channels), (2, 0, 1));
+        assert!(h.publish("s", b"three".to_vec(), 0).unwrap().deliveries.is_empty());
     }
 
     #[test]
