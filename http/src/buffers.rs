@@ -69,6 +69,31 @@ impl BufferPool {
     }
 }
 
+/// A piece of a stream's body: bytes to copy, or bytes shared with other streams (queued by
+/// reference when large).
+#[derive(Clone, Copy)]
+pub(crate) enum Piece<'a> {
+    Copied(&'a [u8]),
+    Shared(&'a Rc<[u8]>),
+}
+
+impl Piece<'_> {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Piece::Copied(b) => b,
+            Piece::Shared(b) => b,
+        }
+    }
+
+    /// Appends the piece to `out`.
+    pub(crate) fn push(self, out: &mut Output, pool: &mut BufferPool) {
+        match self {
+            Piece::Copied(b) => out.push_copy(pool, b),
+            Piece::Shared(b) => out.push_shared(pool, b),
+        }
+    }
+}
+
 /// Pending output of one connection, in order: `buf[off..]`, then each queued body.
 #[derive(Default)]
 pub struct Output {

@@ -65,10 +65,10 @@ use reactor::net::Stream;
 use reactor::{Event, Interest, TimerId, Token};
 
 use crate::body::ChunkedDecoder;
-use crate::buffers::Output;
+use crate::buffers::{Output, Piece};
 use crate::request::{self, HttpError, KeptHead};
 use crate::server::{Server, ServerState};
-use crate::service::{ConnId, Flow, Loop, Service};
+use crate::service::{ConnId, Ctx, Flow, Loop, Service, StreamId};
 
 /// How a connection's input side stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,8 +308,16 @@ impl<S: Service> Server<S> {
             self.close(r, key, true);
             return;
         }
-        if ev.ready.is_writable() && !self.flush(r, key) {
-            return;
+        if ev.ready.is_writable() {
+            if !self.flush(r, key) {
+                return;
+            }
+            // A stream that was backed up has drained: the service may write more (a
+            // subscriber catching up on a backlog is fed as fast as it reads, no faster).
+            if let Some(stream) = self.core.drained_stream(key) {
+                let mut ctx = Ctx { reactor: r, core: &mut self.core };
+                self.service.on_drained(&mut ctx, stream);
+            }
         }
         if ev.ready.is_readable() || ev.ready.is_closed() {
             self.read(r, key, ev.ready.is_closed());
@@ -538,33 +546,45 @@ impl<S: Service> ServerState<S> {
     }
 
     /// Writes one piece of an open stream. Queued whole; `Slow` past the output cap.
-    pub(crate) fn write_stream(&mut self, key: usize, bytes: &[u8]) -> Flow {
+    pub(crate) fn write_stream(&mut self, key: usize, piece: Piece<'_>) -> Flow {
         let conn = &mut self.conns[key];
         let coding = match &conn.phase {
             Phase::Streaming(st) | Phase::Upgraded(st) => st.coding,
             _ => return Flow::Ready,
         };
+        let len = piece.bytes().len();
         match coding {
             Coding::Discard => {}
-            Coding::Raw if bytes.is_empty() => {}
-            Coding::Raw => conn.out.push_copy(&mut self.pool, bytes),
             // An empty chunk would end the body: there is nothing to write.
-            Coding::Chunked if bytes.is_empty() => {}
+            Coding::Raw | Coding::Chunked if len == 0 => {}
+            Coding::Raw => piece.push(&mut conn.out, &mut self.pool),
             Coding::Chunked => {
                 let out = conn.out.tail(&mut self.pool);
                 let before = out.len();
-                push_hex(out, bytes.len());
-                out.extend_from_slice(b"\r\n");
-                out.extend_from_slice(bytes);
+                push_hex(out, len);
                 out.extend_from_slice(b"\r\n");
                 let n = out.len() - before;
                 conn.out.commit(n);
+                piece.push(&mut conn.out, &mut self.pool);
+                conn.out.push_copy(&mut self.pool, b"\r\n");
             }
         }
         if conn.out.len() > self.config.limits.max_output_bytes {
             Flow::Slow
         } else {
             Flow::Ready
+        }
+    }
+
+    /// The open stream of connection `key` if its output has just drained (for
+    /// [`Service::on_drained`](crate::Service::on_drained)).
+    pub(crate) fn drained_stream(&self, key: usize) -> Option<StreamId> {
+        let conn = self.conns.get(key)?;
+        match &conn.phase {
+            Phase::Streaming(st) | Phase::Upgraded(st) if conn.out.is_empty() => {
+                Some(StreamId { conn: conn.id(key), seq: st.seq })
+            }
+            _ => None,
         }
     }
 

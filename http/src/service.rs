@@ -20,10 +20,12 @@
 //! kept responder, a stream or an upgraded connection it has not ended), the service hears it
 //! once, through [`Service::on_close`], with the note it attached ([`Ctx::set_note`]).
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use reactor::{LoopStats, Reactor, Remote, TimerId};
 
+use crate::buffers::Piece;
 use crate::conn::{Coding, Phase, StreamState};
 use crate::request::Request;
 use crate::response::{BodyLength, Response};
@@ -104,6 +106,10 @@ pub trait Service: Sized {
 
     /// Bytes arrived on an upgraded connection (see [`Ctx::upgrade`]).
     fn on_data(&mut self, _ctx: &mut Ctx<'_, Self>, _stream: StreamId, _data: &[u8]) {}
+
+    /// An open stream whose output had backed up (the socket was full) has written all of
+    /// it: a good time to send more (e.g. the next part of a backlog).
+    fn on_drained(&mut self, _ctx: &mut Ctx<'_, Self>, _stream: StreamId) {}
 
     /// A timer set with [`Ctx::set_timer`] fired.
     fn on_timer(&mut self, _ctx: &mut Ctx<'_, Self>, _id: TimerId, _timer: Self::Timer) {}
@@ -199,9 +205,19 @@ impl<S: Service> Ctx<'_, S> {
     /// Writes `bytes` to an open stream (one chunk of a streaming response; raw bytes on an
     /// upgraded connection). Queued whole; [`Flow::Slow`] once the client lags behind.
     pub fn send(&mut self, stream: &StreamId, bytes: &[u8]) -> Result<Flow, Closed> {
+        self.send_piece(stream, Piece::Copied(bytes))
+    }
+
+    /// Like [`Ctx::send`], for bytes shared with other streams (one event fanned out to many
+    /// subscribers): large ones are queued by reference, not copied.
+    pub fn send_shared(&mut self, stream: &StreamId, bytes: &Rc<[u8]>) -> Result<Flow, Closed> {
+        self.send_piece(stream, Piece::Shared(bytes))
+    }
+
+    fn send_piece(&mut self, stream: &StreamId, piece: Piece<'_>) -> Result<Flow, Closed> {
         let key = self.core.stream(stream).ok_or(Closed)?;
         let now = self.reactor.now_ms();
-        let flow = self.core.write_stream(key, bytes);
+        let flow = self.core.write_stream(key, piece);
         self.core.answered_late(key, now);
         Ok(flow)
     }
@@ -335,7 +351,7 @@ impl<S: Service> crate::server::ServerState<S> {
         let st = StreamState { seq: cur.seq, coding, note: cur.note };
         self.conns[key].phase = if upgrade { Phase::Upgraded(st) } else { Phase::Streaming(st) };
         if !first.is_empty() && !upgrade {
-            self.write_stream(key, &first);
+            self.write_stream(key, Piece::Copied(&first));
         }
     }
 }
