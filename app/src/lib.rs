@@ -10,6 +10,8 @@
 //! - [`service`]: the HTTP routes on top of them.
 //! - [`auth`]: access control: the publish token, signed subscribe tokens, CORS.
 //! - [`config`]: command-line flags.
+//! - [`metrics`]: the delivery-latency histogram per transport.
+//! - [`dashboard`]: `GET /dashboard`, a live picture of the loop fed by a stream of `/stats`.
 //! - [`json`]: the low-level JSON writers (strings, numbers, base64) [`render`] uses.
 
 // Every `unsafe` block of the project is in `reactor::sys` (RELIABILITY.md lists them).
@@ -17,8 +19,10 @@
 
 pub mod auth;
 pub mod config;
+pub mod dashboard;
 pub mod hub;
 pub mod json;
+pub mod metrics;
 pub mod render;
 pub mod service;
 

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use crate::hub::{Batch, MessageRef};
 use crate::json;
+use crate::metrics::DeliveryLatency;
 
 /// The longest JSON of an answer without its messages (channel name of 128 bytes, epoch,
 /// numbers of 20 digits, `reset`), plus one message's own keys. An answer of one message
@@ -130,14 +131,23 @@ pub fn published(seq: u64, subscribers: usize) -> Vec<u8> {
     body
 }
 
-/// `/stats`: every counter by name, then `"responses_total":{"STATUS":N,..}`.
-pub fn stats(counters: &[(&str, u64)], responses: impl Iterator<Item = (u16, u64)>) -> Vec<u8> {
-    let mut s = String::with_capacity(512);
+/// `/stats`: every counter by name, then the delivery latency
+/// (`"delivery_seconds":{"le":[..],"longpoll":{"buckets":[..],"sum":S,"count":N},..}`, see
+/// [`DeliveryLatency::write_json`]), then `"responses_total":{"STATUS":N,..}` (last: scripts
+/// cut it out of the line).
+pub fn stats(
+    counters: &[(&str, u64)],
+    latency: &DeliveryLatency,
+    responses: impl Iterator<Item = (u16, u64)>,
+) -> Vec<u8> {
+    let mut s = String::with_capacity(1024);
     s.push('{');
     for (name, value) in counters {
         let _ = write!(s, "\"{name}\":{value},");
     }
-    s.push_str("\"responses_total\":{");
+    s.push_str("\"delivery_seconds\":");
+    latency.write_json(&mut s);
+    s.push_str(",\"responses_total\":{");
     for (i, (code, n)) in responses.enumerate() {
         let _ = write!(s, "{}\"{code}\":{n}", if i > 0 { "," } else { "" });
     }
@@ -145,19 +155,55 @@ pub fn stats(counters: &[(&str, u64)], responses: impl Iterator<Item = (u16, u64
     s.into_bytes()
 }
 
-/// `/metrics`: the same counters as Prometheus text, `tidings_` prefix, `_total` ones as
-/// counters and the others as gauges.
-pub fn metrics(counters: &[(&str, u64)], responses: impl Iterator<Item = (u16, u64)>) -> Vec<u8> {
-    let mut s = String::with_capacity(2048);
+/// `/metrics`: the same counters in the exposition format (`tidings_` prefix, `_total` ones
+/// as counters, the others as gauges), each with its `# HELP` and `# TYPE` lines, then the
+/// `tidings_delivery_seconds` histogram and `tidings_responses_total` by status.
+pub fn metrics(
+    counters: &[(&str, u64)],
+    latency: &DeliveryLatency,
+    responses: impl Iterator<Item = (u16, u64)>,
+) -> Vec<u8> {
+    let mut s = String::with_capacity(4096);
     for (name, value) in counters {
         let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
-        let _ = write!(s, "# TYPE tidings_{name} {kind}\ntidings_{name} {value}\n");
+        let _ = write!(
+            s,
+            "# HELP tidings_{name} {}\n# TYPE tidings_{name} {kind}\ntidings_{name} {value}\n",
+            help(name)
+        );
     }
+    latency.write_metrics(&mut s);
+    s.push_str("# HELP tidings_responses_total Responses sent, by status code.\n");
     s.push_str("# TYPE tidings_responses_total counter\n");
     for (code, n) in responses {
         let _ = writeln!(s, "tidings_responses_total{{code=\"{code}\"}} {n}");
     }
     s.into_bytes()
+}
+
+/// The `# HELP` text of a counter of `/stats` (a counter without its own text gets a generic
+/// one, so every metric has a HELP line whatever is added to the list).
+fn help(name: &str) -> &'static str {
+    match name {
+        "connections" => "Open client connections.",
+        "waiting_polls" => "Long-poll subscribers held, waiting for a publish.",
+        "channels" => "Channels that exist (with messages or subscribers).",
+        "retained_messages" => "Messages retained for late subscribers.",
+        "retained_bytes" => "Bytes of the retained messages.",
+        "published_total" => "Messages published.",
+        "delivered_total" => "Messages delivered to subscribers (one per message and subscriber).",
+        "evicted_total" => "Retained messages evicted (count, size or age limits).",
+        "timers_pending" => "Timers armed in the event loop.",
+        "loop_wakeups_total" => "Event loop wake-ups (returns from epoll_wait).",
+        "remote_wakeups_total" => "Wake-ups of the loop by other threads (worker results).",
+        "jobs_queued" => "/work jobs waiting in the worker pool's queue.",
+        "jobs_running" => "/work jobs running on worker threads.",
+        "jobs_cancelled_total" => "/work jobs dequeued or stopped because their client left.",
+        "accepted_total" => "Connections accepted.",
+        "closed_by_peer_total" => "Connections closed by the client.",
+        "dashboard_streams" => "Open /dashboard/stream streams.",
+        _ => "A tidings counter (see /stats and README.md).",
+    }
 }
 
 /// `/work`'s answer: `{"ms":M,"took_ms":T,"result":"16 hex digits"}`.
@@ -220,16 +266,20 @@ mod tests {
     fn other_bodies() {
         assert_eq!(text(published(7, 3)), r#"{"seq":7,"subscribers":3}"#);
         let counters = [("channels", 2), ("published_total", 5)];
-        assert_eq!(
-            text(stats(&counters, [(200, 4), (304, 1)].into_iter())),
-            r#"{"channels":2,"published_total":5,"responses_total":{"200":4,"304":1}}"#
-        );
-        assert_eq!(
-            text(metrics(&counters, [(200, 4)].into_iter())),
-            "# TYPE tidings_channels gauge\ntidings_channels 2\n# TYPE tidings_published_total counter\n\
-             tidings_published_total 5\n# TYPE tidings_responses_total counter\n\
-             tidings_responses_total{code=\"200\"} 4\n"
-        );
+        let latency = DeliveryLatency::default();
+        let stats = text(stats(&counters, &latency, [(200, 4), (304, 1)].into_iter()));
+        assert!(stats.starts_with(r#"{"channels":2,"published_total":5,"delivery_seconds":{"le":[0.00005,"#));
+        assert!(stats.ends_with(r#""count":0}},"responses_total":{"200":4,"304":1}}"#));
+        let m = text(metrics(&counters, &latency, [(200, 4)].into_iter()));
+        assert!(m.starts_with(
+            "# HELP tidings_channels Channels that exist (with messages or subscribers).\n\
+             # TYPE tidings_channels gauge\ntidings_channels 2\n# HELP tidings_published_total Messages published.\n\
+             # TYPE tidings_published_total counter\ntidings_published_total 5\n# HELP tidings_delivery_seconds "
+        ));
+        assert!(m.ends_with(
+            "# HELP tidings_responses_total Responses sent, by status code.\n\
+             # TYPE tidings_responses_total counter\ntidings_responses_total{code=\"200\"} 4\n"
+        ));
         assert_eq!(
             text(work_done(5, Duration::from_micros(5_012_345), 0xbeef)),
             r#"{"ms":5,"took_ms":5012.345,"result":"000000000000beef"}"#

@@ -6,6 +6,7 @@
 //! | `GET /sub/{channel}?since=S&epoch=E&timeout=T` | messages after S now, or hold until a publish (200) or T (304) |
 //! | `GET /work?ms=M` | a CPU-heavy job on the worker pool, answered when it is done (404 with `--workers 0`) |
 //! | `GET /stats`, `GET /metrics` | counters as JSON / Prometheus text |
+//! | `GET /dashboard`, `GET /dashboard/stream` | a live picture of the loop, fed by `/stats` once a second (see [`crate::dashboard`]) |
 //! | `GET /`, `GET /plaintext` | the chat demo page, `Hello, World!` |
 //!
 //! Every answer about a channel says where the client stands as `ETag: "EPOCH:SEQ"` (and
@@ -38,7 +39,9 @@ use slab::Slab;
 
 use crate::auth::{cors_preflight, unix_now, Cors, Grant};
 use crate::config::{parse_seconds, Options};
+use crate::dashboard::{self, Feeds};
 use crate::hub::{self, valid_channel_name, Cursor, Hub, HubError, Poll};
+use crate::metrics::{DeliveryLatency, Transport};
 use crate::render::{self, Answer};
 
 /// Messages from worker threads to the loop.
@@ -72,6 +75,8 @@ enum Job {
 pub enum Note {
     Waiter(usize),
     Job(u64),
+    /// A `/dashboard/stream` feed (its key in the [`Feeds`]).
+    Dashboard(usize),
 }
 
 /// What a timer of the service is for.
@@ -81,6 +86,8 @@ pub enum Timer {
     Waiter(usize),
     /// The TTL timer: evict messages past `--message-ttl`.
     Ttl,
+    /// Every second while a `/dashboard/stream` is open: send a snapshot.
+    Dashboard,
 }
 
 /// What the hub parks for a held poll: the connection to answer, and the timer of its
@@ -111,6 +118,11 @@ pub struct Tidings {
     /// carries the same CORS headers as one sent at once. Taken out by [`Tidings::answer`]
     /// and `on_close`.
     cors_grants: HashMap<ConnId, usize>,
+    /// Delivery latency per transport (`tidings_delivery_seconds`).
+    latency: DeliveryLatency,
+    /// The open `/dashboard/stream` feeds, and their repeating timer (armed while any is open).
+    feeds: Feeds,
+    dashboard_timer: Option<TimerId>,
 }
 
 /// Test-only fault injection, off unless this environment variable is set when the service
@@ -150,6 +162,9 @@ impl Tidings {
             panic_ms,
             ttl_timer: None,
             cors_grants: HashMap::new(),
+            latency: DeliveryLatency::default(),
+            feeds: Feeds::default(),
+            dashboard_timer: None,
         })
     }
 
@@ -178,6 +193,8 @@ impl Tidings {
     }
 
     fn publish(&mut self, ctx: &mut Ctx<'_, Tidings>, req: &Request<'_>, name: &str, responder: Responder) {
+        // Delivery latency starts here: one clock read per publish, one per delivery group.
+        let accepted = Instant::now();
         let published = match self.hub.publish(name, req.body.to_vec(), ctx.now_ms()) {
             Ok(r) => r,
             Err(HubError::TooManyChannels) => {
@@ -192,9 +209,14 @@ impl Tidings {
         // One body per group (per distinct cursor), its bytes shared by every waiter of it.
         for d in published.deliveries {
             let answer = render::messages(name, &d.batch, self.hub.messages(&d.batch));
+            let woken = d.waiters.len() as u64;
             for w in d.waiters {
                 ctx.cancel_timer(w.timer);
                 self.answer(ctx, w.responder, messages_response(&answer), "held GET /sub");
+            }
+            // A late answer is written at once: every one of the group is with the kernel now.
+            if woken > 0 {
+                self.latency.record_n(Transport::LongPoll, accepted.elapsed(), woken);
             }
         }
         self.arm_ttl_timer(ctx);
@@ -294,7 +316,7 @@ impl Tidings {
     }
 
     /// Every scalar counter, by its public name (shared by /stats and /metrics).
-    fn counters(&self, ctx: &Ctx<'_, Tidings>) -> [(&'static str, u64); 16] {
+    fn counters(&self, ctx: &Ctx<'_, Tidings>) -> [(&'static str, u64); 17] {
         let hub = self.hub.stats();
         let server = ctx.stats();
         let lp = ctx.loop_stats();
@@ -315,7 +337,37 @@ impl Tidings {
             ("jobs_cancelled_total", self.jobs_cancelled_total),
             ("accepted_total", server.accepted_total),
             ("closed_by_peer_total", server.closed_by_peer_total),
+            ("dashboard_streams", self.feeds.len() as u64),
         ]
+    }
+
+    /// The `/stats` body: what `/stats` answers and every dashboard snapshot carries.
+    fn stats_body(&self, ctx: &Ctx<'_, Tidings>) -> Vec<u8> {
+        render::stats(&self.counters(ctx), &self.latency, ctx.stats().responses())
+    }
+
+    /// `GET /dashboard/stream`: a `text/event-stream` of `/stats` snapshots, one at once and
+    /// one a second (see [`crate::dashboard`]).
+    fn dashboard_feed(&mut self, ctx: &mut Ctx<'_, Tidings>, req: &Request<'_>, responder: Responder) {
+        if self.stopping {
+            return self.answer(ctx, responder, shutting_down(), req.target);
+        }
+        if self.feeds.is_full() {
+            let resp = Response::text(503, "too many dashboard streams").header("Retry-After", 1);
+            return self.answer(ctx, responder, resp, req.target);
+        }
+        let head = Response::new(200)
+            .content_type("text/event-stream")
+            .header("Cache-Control", "no-cache")
+            .header("X-Accel-Buffering", "no");
+        let Ok(stream) = ctx.respond_stream(responder, head) else { return };
+        let key = self.feeds.add(stream);
+        ctx.set_stream_note(&stream, Note::Dashboard(key));
+        let first = Feeds::greeting(&self.stats_body(ctx));
+        let _ = ctx.send(&stream, &first);
+        if self.dashboard_timer.is_none() {
+            self.dashboard_timer = Some(ctx.set_repeating_timer(dashboard::PERIOD, Timer::Dashboard));
+        }
     }
 
     /// Whether the request may publish (and run `/work`): no `--publish-token-file`, or
@@ -390,20 +442,25 @@ impl Service for Tidings {
         let resp = match req.path {
             // `--workers 0`: the route does not exist.
             "/work" if self.pool.is_none() => Response::text(404, "not found"),
-            "/plaintext" | "/" | "/stats" | "/metrics" | "/work" if !get => method_not_allowed("GET, HEAD"),
+            "/plaintext" | "/" | "/stats" | "/metrics" | "/work" | "/dashboard" | "/dashboard/stream"
+                if !get =>
+            {
+                method_not_allowed("GET, HEAD")
+            }
             "/plaintext" => Response::text(200, "Hello, World!"),
             "/" => Response::new(200)
                 .content_type("text/html; charset=utf-8")
                 .body(Body::Static(PAGE.as_bytes())),
+            "/dashboard" => Response::new(200)
+                .content_type("text/html; charset=utf-8")
+                .body(Body::Static(dashboard::PAGE.as_bytes())),
+            "/dashboard/stream" => return self.dashboard_feed(ctx, req, responder),
             "/work" if !self.is_publisher(req) => unauthorized(),
             "/work" => return self.work(ctx, req, responder),
-            "/stats" => {
-                let body = render::stats(&self.counters(ctx), ctx.stats().responses());
-                Response::json(200, body).header("Cache-Control", "no-cache")
-            }
-            "/metrics" => Response::new(200)
-                .content_type("text/plain; version=0.0.4; charset=utf-8")
-                .body(Body::Bytes(render::metrics(&self.counters(ctx), ctx.stats().responses()))),
+            "/stats" => Response::json(200, self.stats_body(ctx)).header("Cache-Control", "no-cache"),
+            "/metrics" => Response::new(200).content_type("text/plain; version=0.0.4; charset=utf-8").body(
+                Body::Bytes(render::metrics(&self.counters(ctx), &self.latency, ctx.stats().responses())),
+            ),
             _ => Response::text(404, "not found"),
         };
         self.answer(ctx, responder, resp, req.target);
@@ -414,6 +471,7 @@ impl Service for Tidings {
         let key = match note {
             None => return,
             Some(Note::Job(ticket)) => return self.abandon_job(conn, ticket),
+            Some(Note::Dashboard(key)) => return self.feeds.remove(key, conn),
             Some(Note::Waiter(key)) => key,
         };
         // A held poll's client left: drop its waiter and timer now, write nothing.
@@ -430,6 +488,17 @@ impl Service for Tidings {
                 if self.ttl_timer == Some(id) {
                     self.ttl_timer = None;
                     self.arm_ttl_timer(ctx);
+                }
+                return;
+            }
+            Timer::Dashboard => {
+                if self.dashboard_timer == Some(id) {
+                    let snapshot = self.stats_body(ctx);
+                    self.feeds.broadcast(ctx, &snapshot);
+                    if self.feeds.is_empty() {
+                        ctx.cancel_timer(id);
+                        self.dashboard_timer = None;
+                    }
                 }
                 return;
             }
@@ -463,6 +532,11 @@ impl Service for Tidings {
 
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Tidings>) {
         self.stopping = true;
+        // Dashboard feeds end (their EventSource reconnects to the next server).
+        self.feeds.end_all(ctx);
+        if let Some(id) = self.dashboard_timer.take() {
+            ctx.cancel_timer(id);
+        }
         // Held polls get 304 so their clients re-poll (elsewhere, or after the restart).
         for key in self.hub.waiter_keys() {
             self.expire_waiter(ctx, key);

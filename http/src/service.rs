@@ -269,6 +269,12 @@ impl<S: Service> Ctx<'_, S> {
         self.reactor.set_timer(after, ServerTimer::Service(timer))
     }
 
+    /// Calls [`Service::on_timer`] with (a clone of) `timer` every `every`, first after
+    /// `every`, until [`Ctx::cancel_timer`].
+    pub fn set_repeating_timer(&mut self, every: Duration, timer: S::Timer) -> TimerId {
+        self.reactor.set_repeating_timer(every, ServerTimer::Service(timer))
+    }
+
     pub fn cancel_timer(&mut self, id: TimerId) -> bool {
         self.reactor.cancel_timer(id)
     }
