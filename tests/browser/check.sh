@@ -6,7 +6,9 @@
 #  2. access control from a page on another origin: with --publish-token-file,
 #     --subscribe-key-file and --allow-origin, a page served from an allowed origin publishes
 #     with a bearer token through fetch(), reads and holds polls with a signed token (CORS);
-#     a page from another origin is refused by the browser itself and publishes nothing.
+#     a page from another origin is refused by the browser itself and publishes nothing;
+#  3. the dashboard (/dashboard): snapshots arrive once a second over its EventSource, and a
+#     few publishes show up in its last snapshot and its charts.
 #
 #   tests/browser/check.sh
 #

@@ -2,6 +2,9 @@
 """The chat demo page (`GET /`) in a real headless browser: two tabs on one channel; a message
 typed and sent in tab A must appear in tab B (through B's held long-poll) and in A, in order.
 
+Then the dashboard (`GET /dashboard`): its EventSource gets a /stats snapshot a second; after a
+few publishes (one answering a held poll) its last snapshot and its charts show them.
+
 Then, if the access-control arguments are given, pages on other origins against a hub started
 with --publish-token-file, --subscribe-key-file and --allow-origin: the page on the allowed
 origin publishes with `Authorization: Bearer` through fetch() (a CORS preflight first), reads
@@ -28,6 +31,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -276,6 +280,41 @@ def check_restart(devtools, binary):
         hub.wait()
 
 
+def check_dashboard(devtools, base):
+    """The /dashboard page: it receives a /stats snapshot a second over its EventSource and
+    draws it; messages published meanwhile show up in its snapshot (the page keeps the last
+    one in window.lastSnapshot) and in its charts (SVG paths and histogram bars)."""
+    page = open_tab(devtools, base + "/dashboard")
+    page.wait_for("document.readyState === 'complete'", "the dashboard to load")
+    page.wait_for("window.snapshotCount >= 2", "two snapshots on the dashboard")
+    before = page.eval("window.lastSnapshot.published_total")
+    # A held long-poll answered by a publish, then a few more publishes.
+    channel = "dashboard%d" % os.getpid()
+    stats_deadline = time.time() + 10
+    http_json(base + "/pub/" + channel, b"first")
+    since = http_json(base + "/sub/" + channel + "?since=0&timeout=0")["next"]
+    held = threading.Thread(target=http_json, args=(base + "/sub/%s?since=%d&timeout=20" % (channel, since),))
+    held.start()
+    while http_json(base + "/stats")["waiting_polls"] < 1:
+        if time.time() > stats_deadline:
+            raise AssertionError("the long-poll is not held")
+        time.sleep(0.05)
+    for i in range(5):
+        http_json(base + "/pub/" + channel, ("message %d" % i).encode())
+    held.join(10)
+    page.wait_for("window.lastSnapshot.published_total >= %d" % (before + 6),
+                  "the dashboard to see the six publishes")
+    page.wait_for("window.lastSnapshot.delivery_seconds.longpoll.count >= 1",
+                  "a long-poll delivery in the dashboard's histogram")
+    page.wait_for("document.querySelectorAll('#latency rect').length > 0", "the histogram bars")
+    page.wait_for("document.querySelector('#rates path') !== null", "the publish-rate chart")
+    legend = page.eval("document.getElementById('lg-rates').innerText")
+    shown = page.eval("JSON.parse(document.getElementById('last').textContent).published_total")
+    assert shown >= before + 6, "the snapshot shown on the page: %r" % shown
+    print("browser check: PASS (dashboard: %d snapshots, published_total %d -> %d, legend %r)"
+          % (page.eval("window.snapshotCount"), before, shown, legend))
+
+
 def main():
     base, chromium = sys.argv[1], sys.argv[2]
     binary = os.environ.get("TIDINGS_BIN")
@@ -334,6 +373,7 @@ def main():
         assert status.startswith("connected, up to #3"), "tab B status: %r" % status
         print("browser check: PASS (two tabs on %s; sent in A, shown in A and B in order; status %r)"
               % (CHANNEL, status))
+        check_dashboard(devtools, base)
         if binary:
             check_restart(devtools, binary)
         if access:
