@@ -291,3 +291,17 @@ fn dashboard_feed_ends_at_shutdown() {
     assert!(feed.buf.ends_with(b"0\r\n\r\n"), "no last chunk: {:?}", String::from_utf8_lossy(&feed.buf));
     assert!(child.wait_exit(Duration::from_secs(5)).is_some_and(|s| s.success()), "{}", child.stderr());
 }
+
+#[test]
+fn dashboard_feeds_are_bounded() {
+    let addr = start(opts());
+    let feeds: Vec<Feed> = (0..64).map(|_| Feed::open(addr)).collect();
+    assert!(feeds.iter().all(|f| f.head.starts_with("HTTP/1.1 200")));
+    wait_stat(addr, "dashboard_streams", 64, Duration::from_secs(5));
+    let refused = get(addr, "/dashboard/stream");
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    drop(feeds);
+    wait_stat(addr, "dashboard_streams", 0, Duration::from_secs(5));
+    assert!(Feed::open(addr).head.starts_with("HTTP/1.1 200"), "a feed is accepted again");
+}

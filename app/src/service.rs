@@ -17,7 +17,7 @@
 //! Access control (all off by default; see [`crate::auth`]): with `--publish-token-file`,
 //! `POST /pub/..` and `GET /work` without the bearer token get 401 (after the 400/404/405 of
 //! a bad path or method, before the body is used); with `--subscribe-key-file`, `GET /sub/..`
-//! without a valid signed token gets 403 and the reason (before the cursor is read). `/stats`, `/metrics`, `/` and `/plaintext` stay open. With `--allow-origin`, a
+//! without a valid signed token gets 403 and the reason (before the cursor is read). `/stats`, `/metrics`, `/dashboard`, `/` and `/plaintext` stay open. With `--allow-origin`, a
 //! request whose `Origin` is allowed gets the CORS headers on its answer, whenever that answer
 //! is sent (a held poll's too: the grant is remembered by connection until then), and an
 //! `OPTIONS` preflight from it is answered 204 on any path.
