@@ -98,8 +98,9 @@ The limits must agree: --max-message + 64 <= --retain-bytes <= --max-retained-by
 --max-answer-bytes must hold one message of --max-message bytes (4/3 of it + 384).
 
 Endpoints: POST /pub/{channel}, GET /sub/{channel}?since=S&epoch=E&timeout=T, GET /work?ms=M,
-GET /stats, GET /metrics, GET / (chat demo), GET /plaintext. /stats and /metrics are
-never guarded: bind --listen to a private address.
+GET /stats, GET /metrics, GET /dashboard (live picture of the loop, fed by
+GET /dashboard/stream), GET / (chat demo), GET /plaintext. /stats, /metrics and /dashboard
+are never guarded: bind --listen to a private address.
 SIGINT/SIGTERM stop gracefully (held polls get 304) with exit code 0.
 ";
 

@@ -119,7 +119,7 @@ pub struct Tidings {
     /// and `on_close`.
     cors_grants: HashMap<ConnId, usize>,
     /// Delivery latency per transport (`tidings_delivery_seconds`).
-    latency: DeliveryLatency,
+    pub(crate) latency: DeliveryLatency,
     /// The open `/dashboard/stream` feeds, and their repeating timer (armed while any is open).
     feeds: Feeds,
     dashboard_timer: Option<TimerId>,
