@@ -375,6 +375,15 @@ mod tests {
     }
 
     #[test]
+    fn ws_flags() {
+        let o = run(&["--ws-max-channels", "2", "--ws-max-message=4096", "--ws-ping", "0.5"]).unwrap();
+        assert_eq!((o.ws.max_channels, o.ws.max_message, o.ws.ping), (2, 4096, Duration::from_millis(500)));
+        assert_eq!(run(&[]).unwrap().ws, WsLimits::default());
+        assert!(run(&["--ws-ping", "0"]).unwrap_err().contains("--ws-ping"));
+        assert!(run(&["--ws-max-message", "100"]).unwrap_err().contains("--ws-max-message"));
+    }
+
+    #[test]
     fn errors_name_the_flag() {
         assert!(run(&["--retain", "x"]).unwrap_err().contains("--retain"));
         assert!(run(&["--bogus", "1"]).unwrap_err().contains("--bogus"));
