@@ -19,7 +19,7 @@ use reactor::{Event, Handler, Interest, Reactor, TimerId};
 use test_support::procfs;
 
 use crate::args::WsOpts;
-use crate::common::{bytes, check_pid, ms, us};
+use crate::common::{bytes, check_pid, ms};
 use crate::hist::Histogram;
 
 /// A masked client text frame (the mask need not be secret here).
@@ -97,13 +97,10 @@ impl Handler<()> for Delivery {
         if self.got[i] {
             return;
         }
+        // One read per readiness event (level-triggered: more, if any, is reported again).
         let mut chunk = [0u8; 1024];
-        loop {
-            match self.socks[i].read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => self.bufs[i].extend_from_slice(&chunk[..n]),
-                Err(_) => break,
-            }
+        if let Ok(n) = self.socks[i].read(&mut chunk) {
+            self.bufs[i].extend_from_slice(&chunk[..n]);
         }
         // The event is the first data frame with a seq; pings are skipped.
         while let Some(len) = frame_len(&self.bufs[i]) {
@@ -146,7 +143,7 @@ pub fn run(o: WsOpts) -> Result<(), String> {
         read_until(s, &mut b, |b| frame_len(b).is_some())?;
     }
     let opened = t_open.elapsed();
-    println!("  open: {} sockets subscribed in {}", o.n, ms(opened.as_nanos() as u64));
+    println!("  open: {} sockets subscribed in {} ms", o.n, ms(opened.as_nanos() as u64));
 
     std::thread::sleep(Duration::from_millis(500));
     let rss_held = procfs::rss_bytes(o.pid).unwrap_or(0);
@@ -158,7 +155,7 @@ pub fn run(o: WsOpts) -> Result<(), String> {
     let idle_cpu_pct = 100.0 * idle_cpu.as_secs_f64() / idle_s;
     let per_socket = (rss_held as i64 - rss_before as i64) / o.n as i64;
     println!(
-        "  idle: server CPU {idle_cpu_pct:.2}% over {idle_s:.1} s; RSS {} before, {} with the sockets: {} per socket",
+        "  idle: server CPU {idle_cpu_pct:.2}% over {idle_s:.1} s; RSS {} before, {} with the sockets: {} B per socket",
         bytes(rss_before),
         bytes(rss_held),
         per_socket
@@ -193,12 +190,12 @@ pub fn run(o: WsOpts) -> Result<(), String> {
     let fan_cpu = procfs::cpu_time(o.pid).unwrap_or_default().saturating_sub(cpu_pub0);
     let (p50, p99) = (d.hist.quantile(0.5), d.hist.quantile(0.99));
     println!(
-        "  delivery of one publish: {}/{} sockets; p50 {}, p99 {}, last {} (server CPU {})",
+        "  delivery of one publish: {}/{} sockets; p50 {} ms, p99 {} ms, last {} ms (server CPU {} ms, 10 ms ticks)",
         d.received,
         n,
-        us(p50),
-        us(p99),
-        us(d.last.as_nanos() as u64),
+        ms(p50),
+        ms(p99),
+        ms(d.last.as_nanos() as u64),
         ms(fan_cpu.as_nanos() as u64)
     );
     println!(
