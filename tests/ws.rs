@@ -452,3 +452,15 @@ fn a_large_backlog_arrives_whole_and_in_order_then_live() {
     post(addr, "/pub/backlog", b"live");
     assert_eq!(event(&mut ws).get("seq").as_u64(), 901);
 }
+
+#[test]
+fn shutdown_sends_close_1001_and_exits_0() {
+    let mut server = Child::spawn(&[]);
+    let mut s = raw(server.addr);
+    s.write_all(&frame(0x81, br#"{"op":"sub","channel":"bye"}"#, true)).unwrap();
+    wait_stat(server.addr, "ws_connections", 1, READ_TIMEOUT);
+    server.signal(libc::SIGTERM);
+    expect_close(&mut s, 1001);
+    let status = server.wait_exit(Duration::from_secs(10)).expect("the server did not stop");
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+}

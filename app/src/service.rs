@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `POST /pub/{channel}` | append the body, wake the channel's waiters: `{"seq":N,"subscribers":K}` |
 //! | `GET /sub/{channel}?since=S&epoch=E&timeout=T` | messages after S now, or hold until a publish (200) or T (304) |
+//! | `GET /ws` | WebSocket: JSON commands `sub`/`unsub`/`pub` and events on the same channels (see [`crate::ws`]) |
 //! | `GET /work?ms=M` | a CPU-heavy job on the worker pool, answered when it is done (404 with `--workers 0`) |
 //! | `GET /stats`, `GET /metrics` | counters as JSON / Prometheus text |
 //! | `GET /`, `GET /plaintext` | the chat demo page, `Hello, World!` |
