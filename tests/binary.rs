@@ -311,7 +311,7 @@ fn a_closed_stderr_pipe_does_not_stop_the_hub() {
 /// 100000` used to abort in thread start-up: "failed to set up alternative stack guard page").
 #[test]
 fn extreme_values_of_every_numeric_flag_exit_2_with_one_line() {
-    const NUMERIC: [(&str, &[&str]); 19] = [
+    const NUMERIC: [(&str, &[&str]); 22] = [
         ("--poll-timeout", &["301", "31622401"]),
         ("--max-message", &[]),
         ("--max-batch", &["0"]),
@@ -331,6 +331,9 @@ fn extreme_values_of_every_numeric_flag_exit_2_with_one_line() {
         ("--max-connections", &["0"]),
         ("--max-requests-per-connection", &["4294967296", "18446744073709551615"]),
         ("--shutdown-timeout", &["31622401"]),
+        ("--ws-max-channels", &["0"]),
+        ("--ws-max-message", &["124", "1073741825"]),
+        ("--ws-ping", &["0", "31622401"]),
     ];
     const ANY: [&str; 12] = [
         "-1",
@@ -403,6 +406,12 @@ fn every_numeric_flag_at_its_maximum_starts_and_serves() {
         "--max-requests-per-connection",
         &u32::MAX.to_string(),
         "--shutdown-timeout",
+        &year,
+        "--ws-max-channels",
+        &max,
+        "--ws-max-message",
+        "1073741824",
+        "--ws-ping",
         &year,
     ]);
     let addr = server.addr;

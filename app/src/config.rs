@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::auth::{Cors, PublishToken, SubscribeKey};
 use crate::hub::{valid_channel_name, HubLimits, MESSAGE_OVERHEAD};
 use crate::render;
+use crate::ws::WsLimits;
 
 /// Everything the binary can be told. The server's own settings (address, head limit,
 /// timeouts, connection limits) are an [`http::Config`] and the hub's retention limits a
@@ -34,6 +35,8 @@ pub struct Options {
     pub subscribe_key: Option<SubscribeKey>,
     /// `--allow-origin`: CORS for pages on other origins.
     pub cors: Cors,
+    /// `--ws-max-channels`, `--ws-max-message`, `--ws-ping`.
+    pub ws: WsLimits,
 }
 
 impl Default for Options {
@@ -49,6 +52,7 @@ impl Default for Options {
             publish_token: None,
             subscribe_key: None,
             cors: Cors::Off,
+            ws: WsLimits::default(),
         }
     }
 }
@@ -89,6 +93,11 @@ USAGE: tidings [FLAGS]
                                      HMAC-SHA256 of \"CHANNEL\\nEXPIRY\" under the file's key
   --allow-origin ORIGIN              CORS for pages on ORIGIN (https://host[:port]);
                                      repeatable; `*` for any origin [none]
+  --ws-max-channels N                channels one WebSocket may subscribe to [64]
+  --ws-max-message BYTES             largest message a WebSocket client may send (else
+                                     close 1009) [131072]
+  --ws-ping SECS                     ping a WebSocket silent this long; close it (1008) if
+                                     still silent one interval later [30]
   --help                             print this and exit
 
   tidings token CHANNEL [--ttl SECS] --subscribe-key-file PATH
@@ -97,10 +106,11 @@ USAGE: tidings [FLAGS]
 The limits must agree: --max-message + 64 <= --retain-bytes <= --max-retained-bytes, and
 --max-answer-bytes must hold one message of --max-message bytes (4/3 of it + 384).
 
-Endpoints: POST /pub/{channel}, GET /sub/{channel}?since=S&epoch=E&timeout=T, GET /work?ms=M,
-GET /stats, GET /metrics, GET /dashboard (live picture of the loop, fed by
-GET /dashboard/stream), GET / (chat demo), GET /plaintext. /stats, /metrics and /dashboard
-are never guarded: bind --listen to a private address.
+Endpoints: POST /pub/{channel}, GET /sub/{channel}?since=S&epoch=E&timeout=T, GET /ws
+(WebSocket: JSON commands sub/unsub/pub), GET /work?ms=M, GET /stats, GET /metrics,
+GET /dashboard (live picture of the loop, fed by GET /dashboard/stream), GET / (chat demo),
+GET /plaintext. /stats, /metrics and /dashboard are never guarded: bind --listen to a
+private address.
 SIGINT/SIGTERM stop gracefully (held polls get 304) with exit code 0.
 ";
 
@@ -198,6 +208,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--publish-token-file" => o.publish_token = Some(PublishToken::from_file(&name, v)?),
             "--subscribe-key-file" => o.subscribe_key = Some(SubscribeKey::from_file(&name, v)?),
             "--allow-origin" => o.cors.allow(&name, v)?,
+            "--ws-max-channels" => o.ws.max_channels = count(&name, v, 1)?,
+            "--ws-max-message" => o.ws.max_message = count_up_to(&name, v, 125, 1 << 30)?,
+            "--ws-ping" => o.ws.ping = positive_seconds(&name, v)?,
             _ => return Err(format!("unknown flag {name} (see --help)")),
         }
     }
@@ -360,6 +373,15 @@ mod tests {
         let o = run(&["--max-headers", "250"]).unwrap();
         assert_eq!(o.http_config().limits.max_headers, 250);
         assert_eq!(run(&["--max-headers=1"]).unwrap().http.limits.max_headers, 1);
+    }
+
+    #[test]
+    fn ws_flags() {
+        let o = run(&["--ws-max-channels", "2", "--ws-max-message=4096", "--ws-ping", "0.5"]).unwrap();
+        assert_eq!((o.ws.max_channels, o.ws.max_message, o.ws.ping), (2, 4096, Duration::from_millis(500)));
+        assert_eq!(run(&[]).unwrap().ws, WsLimits::default());
+        assert!(run(&["--ws-ping", "0"]).unwrap_err().contains("--ws-ping"));
+        assert!(run(&["--ws-max-message", "100"]).unwrap_err().contains("--ws-max-message"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`render`]: every body the app writes (the answers of `/sub`, `/pub`, `/stats`,
 //!   `/metrics`, `/work`), from what the hub and the service describe.
 //! - [`service`]: the HTTP routes on top of them.
+//! - [`ws`]: `GET /ws`, the channels over WebSocket, and its frame codec.
 //! - [`auth`]: access control: the publish token, signed subscribe tokens, CORS.
 //! - [`config`]: command-line flags.
 //! - [`metrics`]: the delivery-latency histogram per transport.
@@ -25,6 +26,7 @@ pub mod json;
 pub mod metrics;
 pub mod render;
 pub mod service;
+pub mod ws;
 
 use std::io;
 

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `POST /pub/{channel}` | append the body, wake the channel's waiters: `{"seq":N,"subscribers":K}` |
 //! | `GET /sub/{channel}?since=S&epoch=E&timeout=T` | messages after S now, or hold until a publish (200) or T (304) |
+//! | `GET /ws` | WebSocket: JSON commands `sub`/`unsub`/`pub` and events on the same channels (see [`crate::ws`]) |
 //! | `GET /work?ms=M` | a CPU-heavy job on the worker pool, answered when it is done (404 with `--workers 0`) |
 //! | `GET /stats`, `GET /metrics` | counters as JSON / Prometheus text |
 //! | `GET /dashboard`, `GET /dashboard/stream` | a live picture of the loop, fed by `/stats` once a second (see [`crate::dashboard`]) |
@@ -33,7 +34,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use http::{Body, ConnId, Ctx, Request, Responder, Response, Service};
+use http::{Body, ConnId, Ctx, Request, Responder, Response, Service, StreamId};
 use reactor::{Cancelled, Remote, StopSignal, SubmitError, TimerId, WorkerPool};
 use slab::Slab;
 
@@ -43,6 +44,7 @@ use crate::dashboard::{self, Feeds};
 use crate::hub::{self, valid_channel_name, Cursor, Hub, HubError, Poll};
 use crate::metrics::{DeliveryLatency, Transport};
 use crate::render::{self, Answer};
+use crate::ws;
 
 /// Messages from worker threads to the loop.
 pub enum Msg {
@@ -77,6 +79,8 @@ pub enum Note {
     Job(u64),
     /// A `/dashboard/stream` feed (its key in the [`Feeds`]).
     Dashboard(usize),
+    /// An open WebSocket, by its key in [`ws::Sockets`].
+    Ws(usize),
 }
 
 /// What a timer of the service is for.
@@ -88,6 +92,10 @@ pub enum Timer {
     Ttl,
     /// Every second while a `/dashboard/stream` is open: send a snapshot.
     Dashboard,
+    /// The `--ws-ping` tick of a WebSocket (by socket key).
+    WsPing(usize),
+    /// Go on with a WebSocket's backlog if its output has drained meanwhile.
+    WsResume(usize),
 }
 
 /// What the hub parks for a held poll: the connection to answer, and the timer of its
@@ -97,10 +105,25 @@ pub struct HeldPoll {
     pub timer: TimerId,
 }
 
+/// What the hub parks per waiting subscriber: a held poll, or a WebSocket subscription.
+pub enum Parked {
+    Poll(HeldPoll),
+    Ws(ws::WsSub),
+}
+
+impl Parked {
+    fn poll(&self) -> Option<&HeldPoll> {
+        match self {
+            Parked::Poll(p) => Some(p),
+            Parked::Ws(_) => None,
+        }
+    }
+}
+
 /// The tidings service.
 pub struct Tidings {
     opts: Options,
-    hub: Hub<HeldPoll>,
+    hub: Hub<Parked>,
     /// `None` with `--workers 0`: `/work` is off (404) and no thread is started.
     pool: Option<WorkerPool<Msg>>,
     /// `/work` jobs the pool has (queued, running, or abandoned and not yet back), by ticket.
@@ -123,6 +146,8 @@ pub struct Tidings {
     /// The open `/dashboard/stream` feeds, and their repeating timer (armed while any is open).
     feeds: Feeds,
     dashboard_timer: Option<TimerId>,
+    /// Open WebSockets (`GET /ws`).
+    ws: ws::Sockets,
 }
 
 /// Test-only fault injection, off unless this environment variable is set when the service
@@ -152,7 +177,9 @@ impl Tidings {
             crate::log(format_args!("{TEST_PANIC_ENV}={ms}: /work?ms={ms} jobs will panic (test only)"));
         }
         let hub = Hub::new(opts.hub);
+        let ws = ws::Sockets::new(opts.ws, opts.subscribe_key.clone(), opts.max_message);
         Ok(Tidings {
+            ws,
             hub,
             opts,
             pool,
@@ -168,7 +195,7 @@ impl Tidings {
         })
     }
 
-    pub fn hub(&self) -> &Hub<HeldPoll> {
+    pub fn hub(&self) -> &Hub<Parked> {
         &self.hub
     }
 
@@ -205,23 +232,84 @@ impl Tidings {
                 return self.answer(ctx, responder, resp, req.target);
             }
         };
-        let subscribers = published.subscribers();
-        // One body per group (per distinct cursor), its bytes shared by every waiter of it.
+        let (seq, subscribers) = (published.seq, published.subscribers());
+        self.fan_out(ctx, name, published, accepted);
+        let body = render::published(seq, subscribers);
+        self.answer(ctx, responder, Response::json(200, body), req.target);
+    }
+
+    /// Delivers a publish to everyone it reached: one body per group (per distinct cursor)
+    /// and transport, its bytes shared by every subscriber of it.
+    fn fan_out(
+        &mut self,
+        ctx: &mut Ctx<'_, Tidings>,
+        name: &str,
+        published: hub::Published<Parked>,
+        accepted: Instant,
+    ) {
         for d in published.deliveries {
-            let answer = render::messages(name, &d.batch, self.hub.messages(&d.batch));
             let woken = d.waiters.len() as u64;
-            for w in d.waiters {
-                ctx.cancel_timer(w.timer);
-                self.answer(ctx, w.responder, messages_response(&answer), "held GET /sub");
-            }
-            // A late answer is written at once: every one of the group is with the kernel now.
             if woken > 0 {
+                let answer = render::messages(name, &d.batch, self.hub.messages(&d.batch));
+                for w in d.waiters {
+                    if let Parked::Poll(w) = w {
+                        ctx.cancel_timer(w.timer);
+                        self.answer(ctx, w.responder, messages_response(&answer), "held GET /sub");
+                    }
+                }
+                // A late answer is written at once: every one of the group is with the kernel now.
                 self.latency.record_n(Transport::LongPoll, accepted.elapsed(), woken);
             }
+            let streams = d.streams.len() as u64;
+            if streams > 0 {
+                self.ws.deliver(ctx, &self.hub, name, &d.batch, &d.streams);
+                self.latency.record_n(Transport::Ws, accepted.elapsed(), streams);
+            }
         }
+        self.ws.drop_slow(ctx, &mut self.hub);
         self.arm_ttl_timer(ctx);
-        let body = render::published(published.seq, subscribers);
-        self.answer(ctx, responder, Response::json(200, body), req.target);
+    }
+
+    /// `GET /ws`: the WebSocket handshake (see [`ws`]).
+    fn websocket(&mut self, ctx: &mut Ctx<'_, Tidings>, req: &Request<'_>, responder: Responder) {
+        if req.method != "GET" {
+            return self.answer(ctx, responder, method_not_allowed("GET"), req.target);
+        }
+        let resp = match ws::handshake(req) {
+            Ok(resp) => resp,
+            Err(resp) => return self.answer(ctx, responder, resp, req.target),
+        };
+        let bearer = req.query_param("publish_token").map(|t| format!("Bearer {t}"));
+        let publish = match &self.opts.publish_token {
+            Some(t)
+                if !t.accepts(req.header("authorization"))
+                    && !t.accepts(bearer.as_deref().map(str::as_bytes)) =>
+            {
+                ws::PublishRight::Refused
+            }
+            _ => ws::PublishRight::Granted,
+        };
+        self.cors_grants.remove(&responder.conn());
+        if self.opts.access_log {
+            crate::log(format_args!("{} -> 101", req.target));
+        }
+        self.ws.open(ctx, req, responder, resp, publish);
+    }
+
+    /// Carries out what a WebSocket sent, its `pub` commands through the publish path.
+    fn websocket_data(&mut self, ctx: &mut Ctx<'_, Tidings>, key: usize) {
+        while let Some(p) = self.ws.next_publish(ctx, &mut self.hub, key) {
+            let accepted = Instant::now();
+            match self.hub.publish(&p.channel, p.data, ctx.now_ms()) {
+                Ok(published) => self.fan_out(ctx, &p.channel, published, accepted),
+                Err(HubError::TooManyChannels) => {
+                    self.ws.error(ctx, p.socket, "too many channels", Some("pub"));
+                }
+                Err(HubError::TooLarge) => {
+                    self.ws.error(ctx, p.socket, "message larger than the retention limits", Some("pub"));
+                }
+            }
+        }
     }
 
     fn subscribe(&mut self, ctx: &mut Ctx<'_, Tidings>, req: &Request<'_>, name: &str, responder: Responder) {
@@ -251,7 +339,7 @@ impl Tidings {
             Poll::Hold(hold) => {
                 self.hub.add_waiter(hold, |key| {
                     ctx.set_note(&responder, Note::Waiter(key));
-                    HeldPoll { timer: ctx.set_timer(timeout, Timer::Waiter(key)), responder }
+                    Parked::Poll(HeldPoll { timer: ctx.set_timer(timeout, Timer::Waiter(key)), responder })
                 });
             }
         }
@@ -316,7 +404,7 @@ impl Tidings {
     }
 
     /// Every scalar counter, by its public name (shared by /stats and /metrics).
-    fn counters(&self, ctx: &Ctx<'_, Tidings>) -> [(&'static str, u64); 17] {
+    fn counters(&self, ctx: &Ctx<'_, Tidings>) -> [(&'static str, u64); 19] {
         let hub = self.hub.stats();
         let server = ctx.stats();
         let lp = ctx.loop_stats();
@@ -338,6 +426,8 @@ impl Tidings {
             ("accepted_total", server.accepted_total),
             ("closed_by_peer_total", server.closed_by_peer_total),
             ("dashboard_streams", self.feeds.len() as u64),
+            ("ws_connections", self.ws.open_count() as u64),
+            ("ws_dropped_slow_total", self.ws.dropped_slow_total),
         ]
     }
 
@@ -385,7 +475,10 @@ impl Tidings {
 
     /// Ends a held poll with 304 (timeout or shutdown).
     fn expire_waiter(&mut self, ctx: &mut Ctx<'_, Tidings>, key: usize) {
-        if let Some(hub::Removed { payload: w, cursor, epoch }) = self.hub.remove_waiter(key) {
+        if self.hub.waiter(key).and_then(Parked::poll).is_none() {
+            return;
+        }
+        if let Some(hub::Removed { payload: Parked::Poll(w), cursor, epoch }) = self.hub.remove_waiter(key) {
             ctx.cancel_timer(w.timer);
             self.answer(ctx, w.responder, not_modified(epoch, cursor), "held GET /sub");
         }
@@ -439,6 +532,9 @@ impl Service for Tidings {
                 },
             };
         }
+        if req.path == "/ws" {
+            return self.websocket(ctx, req, responder);
+        }
         let resp = match req.path {
             // `--workers 0`: the route does not exist.
             "/work" if self.pool.is_none() => Response::text(404, "not found"),
@@ -472,11 +568,12 @@ impl Service for Tidings {
             None => return,
             Some(Note::Job(ticket)) => return self.abandon_job(conn, ticket),
             Some(Note::Dashboard(key)) => return self.feeds.remove(key, conn),
+            Some(Note::Ws(key)) => return self.ws.on_close(ctx, &mut self.hub, conn, key),
             Some(Note::Waiter(key)) => key,
         };
         // A held poll's client left: drop its waiter and timer now, write nothing.
-        if self.hub.waiter(key).is_some_and(|w| w.responder.conn() == conn) {
-            if let Some(hub::Removed { payload: w, .. }) = self.hub.remove_waiter(key) {
+        if self.hub.waiter(key).and_then(Parked::poll).is_some_and(|w| w.responder.conn() == conn) {
+            if let Some(hub::Removed { payload: Parked::Poll(w), .. }) = self.hub.remove_waiter(key) {
                 ctx.cancel_timer(w.timer);
             }
         }
@@ -502,11 +599,26 @@ impl Service for Tidings {
                 }
                 return;
             }
+            Timer::WsPing(key) => return self.ws.on_ping_timer(ctx, &mut self.hub, key, id),
+            Timer::WsResume(key) => {
+                self.ws.on_resume_timer(ctx, &mut self.hub, key);
+                return self.ws.drop_slow(ctx, &mut self.hub);
+            }
             Timer::Waiter(key) => key,
         };
-        if self.hub.waiter(key).is_some_and(|w| w.timer == id) {
+        if self.hub.waiter(key).and_then(Parked::poll).is_some_and(|w| w.timer == id) {
             self.expire_waiter(ctx, key);
         }
+    }
+
+    fn on_data(&mut self, ctx: &mut Ctx<'_, Tidings>, stream: StreamId, data: &[u8]) {
+        if let Some(key) = self.ws.on_data(stream, data) {
+            self.websocket_data(ctx, key);
+        }
+    }
+
+    fn on_drained(&mut self, ctx: &mut Ctx<'_, Tidings>, stream: StreamId) {
+        self.ws.on_drained(ctx, &mut self.hub, stream);
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_, Tidings>, msg: Msg) {
@@ -537,6 +649,8 @@ impl Service for Tidings {
         if let Some(id) = self.dashboard_timer.take() {
             ctx.cancel_timer(id);
         }
+        // WebSockets get close 1001 (going away).
+        self.ws.shutdown(ctx, &mut self.hub);
         // Held polls get 304 so their clients re-poll (elsewhere, or after the restart).
         for key in self.hub.waiter_keys() {
             self.expire_waiter(ctx, key);
@@ -631,7 +745,7 @@ fn messages_response(a: &Answer) -> Response {
 
 /// An epoch as the client sends it back: exactly 8 hex digits, either case (written by
 /// [`render::format_epoch`]).
-fn parse_epoch(s: &str) -> Option<u32> {
+pub(crate) fn parse_epoch(s: &str) -> Option<u32> {
     if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }

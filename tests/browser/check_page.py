@@ -217,6 +217,37 @@ def check_cross_origin(devtools, hub, publish_token, channel, sub_token, allowed
           % (allowed_page, refused_page))
 
 
+def check_websocket(devtools, base):
+    """A tab opens /ws with the browser's own WebSocket, subscribes, and receives a message
+    published over HTTP, then one it publishes itself over the socket, in order."""
+    tab = open_tab(devtools, base + "/plaintext")
+    tab.wait_for("document.readyState === 'complete'", "the WebSocket tab to load")
+    script = """new Promise((resolve, reject) => {
+      const got = [];
+      const ws = new WebSocket(location.origin.replace(/^http/, "ws") + "/ws");
+      setTimeout(() => reject(new Error("timed out; got " + JSON.stringify(got))), 10000);
+      ws.onerror = () => reject(new Error("WebSocket error"));
+      ws.onopen = () => {
+        ws.send(JSON.stringify({op: "sub", channel: "browser-ws"}));
+        // Commands run in order: the answer to this one says the sub is in place.
+        ws.send(JSON.stringify({op: "unsub", channel: "not-subscribed"}));
+      };
+      ws.onmessage = (e) => {
+        const ev = JSON.parse(e.data);
+        got.push(ev);
+        if (ev.op === "unsub") fetch("/pub/browser-ws", {method: "POST", body: "published over HTTP"});
+        if (ev.data === "published over HTTP")
+          ws.send(JSON.stringify({op: "pub", channel: "browser-ws", data: "published over the socket"}));
+        if (ev.data === "published over the socket") { ws.close(1000); resolve(got); }
+      };
+    })"""
+    got = tab.eval_async(script)
+    data = [(e.get("seq"), e.get("data")) for e in got if "seq" in e]
+    assert data == [(1, "published over HTTP"), (2, "published over the socket")], got
+    assert all(len(e.get("epoch", "")) == 8 for e in got if "seq" in e), got
+    print("browser check: PASS (WebSocket tab: subscribed on /ws, received an HTTP publish and its own, in order)")
+
+
 def start_hub(binary, port):
     """Starts `tidings --listen 127.0.0.1:PORT` and waits until it listens."""
     hub = subprocess.Popen([binary, "--listen", "127.0.0.1:%d" % port],
@@ -374,6 +405,7 @@ def main():
         print("browser check: PASS (two tabs on %s; sent in A, shown in A and B in order; status %r)"
               % (CHANNEL, status))
         check_dashboard(devtools, base)
+        check_websocket(devtools, base)
         if binary:
             check_restart(devtools, binary)
         if access:

@@ -15,6 +15,7 @@ USAGE:
                         [--warmup SECS] [--timeout SECS] [--pid PID]
   tidings-load longpoll --addr ADDR --pid PID [-n N] [--idle SECS] [--publish M] [--prefix P]
   tidings-load fanout   --addr ADDR [-n N] [--burst K] [--channel NAME] [--pid PID]
+  tidings-load ws       --addr ADDR --pid PID [-n N] [--idle SECS] [--channel NAME]
   tidings-load --help
 
 MODES
@@ -34,6 +35,10 @@ MODES
             time until the last (and the median) subscriber has read it. With --burst K: every
             subscriber re-polls with its cursor (since=next) while K messages are published
             back to back, and each must receive every message exactly once, in order.
+  ws        N WebSockets on GET /ws, each subscribed to one channel (NAME, default
+            ws-<our pid>); measures the server's CPU and RSS over an idle window (RSS per
+            socket: the growth since before they opened, over N); then one publish (POST) and
+            the delay until each socket has read its event: p50, p99, last.
 
 FLAGS
   --url URL             http://HOST[:PORT]/PATH, HOST = a loopback IP or localhost
@@ -48,13 +53,13 @@ FLAGS
                         http: server CPU µs per request over the measured window (the
                         headline figure; use a window of 10 s or more: ticks are 10 ms).
                         Required for longpoll.
-  -n N                  longpoll/fanout: held polls [1000] (1..=60000; the kernel's ephemeral
+  -n N                  longpoll/fanout/ws: held polls or sockets [1000] (1..=60000; the kernel's ephemeral
                         port range, 28k by default, bounds what one target address can take)
-  --idle SECS           longpoll: idle window [5] (at most 3600)
+  --idle SECS           longpoll/ws: idle window [5] (at most 3600)
   --publish M           longpoll: publishes, to M distinct channels [min(1000, N)]
   --prefix P            longpoll: channel name prefix [lp-<our pid>-], so reruns use new channels
   --burst K             fanout: messages in the burst [0 = no burst] (at most 100000)
-  --channel NAME        fanout: the channel [fan]
+  --channel NAME        fanout/ws: the channel [fan; ws-<our pid>]
   -h, --help            print this and exit
 
 OUTPUT
@@ -70,6 +75,16 @@ pub enum Command {
     Http(HttpOpts),
     Longpoll(LongpollOpts),
     Fanout(FanoutOpts),
+    Ws(WsOpts),
+}
+
+#[derive(Debug, Clone)]
+pub struct WsOpts {
+    pub addr: SocketAddr,
+    pub n: usize,
+    pub idle: Duration,
+    pub channel: String,
+    pub pid: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -140,11 +155,12 @@ const HTTP_FLAGS: &[&str] = &[
 ];
 const LONGPOLL_FLAGS: &[&str] = &["--addr", "-n", "--idle", "--publish", "--pid", "--prefix"];
 const FANOUT_FLAGS: &[&str] = &["--addr", "-n", "--burst", "--channel", "--pid"];
+const WS_FLAGS: &[&str] = &["--addr", "-n", "--idle", "--channel", "--pid"];
 
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
     let mut args = args.into_iter();
     let mode = match args.next() {
-        None => return Err("no mode given: http, longpoll or fanout (see --help)".into()),
+        None => return Err("no mode given: http, longpoll, fanout or ws (see --help)".into()),
         Some(m) if m == "--help" || m == "-h" || m == "help" => return Ok(Command::Help),
         Some(m) => m,
     };
@@ -152,8 +168,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
         "http" => HTTP_FLAGS,
         "longpoll" => LONGPOLL_FLAGS,
         "fanout" => FANOUT_FLAGS,
+        "ws" => WS_FLAGS,
         other => {
-            return Err(format!("unknown mode {other:?}: expected http, longpoll or fanout (see --help)"))
+            return Err(format!("unknown mode {other:?}: expected http, longpoll, fanout or ws (see --help)"))
         }
     };
     let mut raw = Raw::default();
@@ -205,6 +222,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
     match mode.as_str() {
         "http" => http_opts(raw).map(Command::Http),
         "longpoll" => longpoll_opts(raw).map(Command::Longpoll),
+        "ws" => ws_opts(raw).map(Command::Ws),
         _ => fanout_opts(raw).map(Command::Fanout),
     }
 }
@@ -255,6 +273,22 @@ fn fanout_opts(raw: Raw) -> Result<FanoutOpts, String> {
         return Err("--channel: a channel name cannot be only dots".into());
     }
     Ok(FanoutOpts { addr, n: raw.n.unwrap_or(1000), burst: raw.burst.unwrap_or(0), channel, pid: raw.pid })
+}
+
+fn ws_opts(raw: Raw) -> Result<WsOpts, String> {
+    let addr = parse_addr(raw.addr.as_deref().ok_or("ws needs --addr, e.g. --addr 127.0.0.1:8080")?)?;
+    let pid = raw.pid.ok_or("ws needs --pid PID (the server's pid, to read its CPU and RSS)")?;
+    let channel = raw.channel.unwrap_or_else(|| format!("ws-{}", std::process::id()));
+    if channel.bytes().all(|b| b == b'.') {
+        return Err("--channel: a channel name cannot be only dots".into());
+    }
+    Ok(WsOpts {
+        addr,
+        n: raw.n.unwrap_or(1000),
+        idle: raw.idle.unwrap_or(Duration::from_secs(5)),
+        channel,
+        pid,
+    })
 }
 
 fn int(name: &str, v: &str, min: usize, max: usize) -> Result<usize, String> {
