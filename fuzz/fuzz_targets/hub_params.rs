@@ -5,14 +5,15 @@
 //!    `parse_seconds`).
 //! 2. `app::hub::Hub` driven by fuzzed publish/subscribe operations and clock steps against a
 //!    model that follows the hub's rules exactly: seqs per channel life; per-channel limits
-//!    (`retain`, `retain_bytes`, each message costing its body + 64 bytes); the hub's global
-//!    bound (`max_retained_bytes`), which evicts the globally oldest messages first; message
+//!    (`retain`, `retain_bytes`, each message costing its body + `MESSAGE_OVERHEAD`); the
+//!    hub's global bound (`max_retained_bytes`), which evicts the globally oldest first; message
 //!    TTL; a channel with no message (and, here, never a waiter) is dropped at once and comes
 //!    back with a new epoch; `max_channels` counts only channels holding messages and only
 //!    publishes fail on it; epochs in cursors (none, the channel's current one, a wrong one,
 //!    the previous life's); answers bounded by `max_batch` and `max_answer_bytes` (at least
 //!    one message) with the text-or-base64 rule; `missed`, `reset`, `next`, the counters and
-//!    `Hub::expire`'s next deadline. Every answer is valid JSON (checked by a strict parser).
+//!    `Hub::expire`'s next deadline. Every answer, rendered by `render::messages` from the
+//!    hub's `Batch`, is valid JSON (checked by `test_support::json`) that agrees with the batch.
 //!    The model learns each channel life's epoch from the hub the first time the life shows
 //!    up, then checks it stays the same while the channel lives and changes when it is
 //!    dropped and created again.
@@ -635,7 +636,7 @@ fn model_sub_status(req: &http::Request<'_>, name: &str) -> Option<(u16, &'stati
         }
     }
     if let Some(v) = req.query_param("timeout") {
-        if !model_seconds(v).is_some_and(|d| d <= Duration::from_secs(300)) {
+        if model_seconds(v).is_none_or(|d| d > Duration::from_secs(300)) {
             return Some((400, "invalid timeout"));
         }
     }
