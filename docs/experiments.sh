@@ -28,6 +28,10 @@ EXPERIMENTS=(
   "no-cascade@docs/04-timer-wheel.md@reactor/src/wheel.rs@s{(let next = self\.entries\[key as usize\]\.next;\n\s*)self\.file\(key\);}{\$1// self.file(key);}@-p tidings-reactor --test wheel -- --exact randomized_against_btreemap_model"
   "remote-order@docs/05-waking-the-loop.md@reactor/src/remote.rs@s{(\s*self\.wake_pending\.store\(false, Ordering::SeqCst\);)(\s*let mut q = self\.queue\.lock\(\)[^\n]*\n\s*std::mem::swap\(&mut \*q, into\);)}{\$2\n        drop(q);\n        std::thread::sleep(std::time::Duration::from_micros(50));\$1}@-p tidings-reactor --test remote -- --exact a_post_while_the_loop_takes_the_queue_still_wakes_it"
   "signal-errno@docs/05-waking-the-loop.md@reactor/src/signals.rs@s{\n\s*sys::set_errno\(saved\);}{}@-p tidings-reactor --lib -- --exact signals::tests::the_handler_keeps_errno"
+  "fin-not-noted@docs/06-connection.md@http/src/conn.rs@s|if hangup \{|if false && hangup {|@-p tidings-http --test peer_close -- --exact half_closed_client_not_reading_does_not_spin"
+  "emfile-no-pause@docs/06-connection.md@http/src/server.rs@s{\n\s*self\.pause_accept\(r, true\);}{}@-p tidings-http --test load -- --exact emfile_does_not_spin_and_recovers"
+  "channels-never-dropped@docs/08-long-poll.md@app/src/hub.rs@s|if c\.messages\.is_empty\(\) && c\.waiters\.is_empty\(\) \{|if false {|@--test bounds -- --exact messages_expire_and_an_idle_hub_returns_to_empty"
+  "one-body-per-waiter@docs/08-long-poll.md@app/src/hub.rs@s|if !matches!\(deliveries\.last\(\), Some\(d\) if d\.cursor == cursor\) \{|if true {|@-p tidings --lib -- --exact hub::tests::a_publish_describes_one_answer_per_cursor_for_its_waiters"
   "smuggling-te-wins@docs/09-http-details.md@http/src/request.rs@s|if transfer_encoding && content_length\.is_some\(\) \{|if false && transfer_encoding && content_length.is_some() {|@-p tidings-http --test rejections -- --exact content_length_and_transfer_encoding_is_400_and_close"
 )
 

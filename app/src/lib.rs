@@ -35,7 +35,7 @@ use reactor::Reactor;
 pub use config::{parse_args, Command, Options, USAGE};
 pub use service::Tidings;
 
-/// One line on stderr that never panics (see [`http::log`]): with `--access-log` on, a
+/// One line on stderr that never panics (see [`http::log()`]): with `--access-log` on, a
 /// closed log pipe must not turn every request into a panic of the loop.
 pub use http::log;
 

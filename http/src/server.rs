@@ -5,7 +5,10 @@
 //! How one request goes, and where to read it:
 //!
 //! 1. `Server::accept_ready` (here): the listener is readable; `accept4` in a loop until
-//!    EAGAIN, TCP_NODELAY on each socket, register it (readable), start the keep-alive clock.
+//!    EAGAIN or `ACCEPT_BATCH` (256) connections, whichever comes first (the listener is
+//!    level-triggered, so the rest are reported next turn, after the connected clients are
+//!    served: a flood of new ones cannot starve them); TCP_NODELAY on each socket, register
+//!    it (readable), start the keep-alive clock.
 //! 2. `conn_ready` ([`conn`](crate::conn)): the socket is readable; one read appends to the
 //!    connection's read buffer (taken from the pool only now).
 //! 3. `dispatch_buffered` ([`dispatch`](crate::dispatch)): parse as many complete requests as the
