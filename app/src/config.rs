@@ -34,6 +34,10 @@ pub struct Options {
     pub subscribe_key: Option<SubscribeKey>,
     /// `--allow-origin`: CORS for pages on other origins.
     pub cors: Cors,
+    /// `--sse-heartbeat`: an idle SSE stream gets a `: hb` comment after this long.
+    pub sse_heartbeat: Duration,
+    /// `--max-stream-backlog`: an SSE stream whose unsent output passes this is dropped.
+    pub max_stream_backlog: usize,
 }
 
 impl Default for Options {
@@ -49,6 +53,8 @@ impl Default for Options {
             publish_token: None,
             subscribe_key: None,
             cors: Cors::Off,
+            sse_heartbeat: Duration::from_secs(15),
+            max_stream_backlog: 1024 * 1024,
         }
     }
 }
@@ -89,6 +95,10 @@ USAGE: tidings [FLAGS]
                                      HMAC-SHA256 of \"CHANNEL\\nEXPIRY\" under the file's key
   --allow-origin ORIGIN              CORS for pages on ORIGIN (https://host[:port]);
                                      repeatable; `*` for any origin [none]
+  --sse-heartbeat SECS               an idle GET /sse stream gets a `: hb` comment line
+                                     after this long without traffic [15]
+  --max-stream-backlog BYTES         a GET /sse stream whose unsent output passes this is
+                                     disconnected (it resumes by Last-Event-ID) [1048576]
   --help                             print this and exit
 
   tidings token CHANNEL [--ttl SECS] --subscribe-key-file PATH
@@ -97,7 +107,8 @@ USAGE: tidings [FLAGS]
 The limits must agree: --max-message + 64 <= --retain-bytes <= --max-retained-bytes, and
 --max-answer-bytes must hold one message of --max-message bytes (4/3 of it + 384).
 
-Endpoints: POST /pub/{channel}, GET /sub/{channel}?since=S&epoch=E&timeout=T, GET /work?ms=M,
+Endpoints: POST /pub/{channel}, GET /sub/{channel}?since=S&epoch=E&timeout=T,
+GET /sse/{channel}?since=S&epoch=E (Server-Sent Events), GET /work?ms=M,
 GET /stats, GET /metrics, GET / (chat demo), GET /plaintext. /stats and /metrics are
 never guarded: bind --listen to a private address.
 SIGINT/SIGTERM stop gracefully (held polls get 304) with exit code 0.
@@ -197,6 +208,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--publish-token-file" => o.publish_token = Some(PublishToken::from_file(&name, v)?),
             "--subscribe-key-file" => o.subscribe_key = Some(SubscribeKey::from_file(&name, v)?),
             "--allow-origin" => o.cors.allow(&name, v)?,
+            "--sse-heartbeat" => o.sse_heartbeat = positive_seconds(&name, v)?,
+            "--max-stream-backlog" => o.max_stream_backlog = count(&name, v, 1)?,
             _ => return Err(format!("unknown flag {name} (see --help)")),
         }
     }

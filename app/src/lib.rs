@@ -21,6 +21,7 @@ pub mod hub;
 pub mod json;
 pub mod render;
 pub mod service;
+pub mod sse;
 
 use std::io;
 

@@ -30,9 +30,10 @@
 //! free within a few ms; `jobs_cancelled_total` counts them).
 
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use http::{Body, ConnId, Ctx, Request, Responder, Response, Service};
+use http::{Body, ConnId, Ctx, Request, Responder, Response, Service, StreamId};
 use reactor::{Cancelled, Remote, StopSignal, SubmitError, TimerId, WorkerPool};
 use slab::Slab;
 
@@ -40,6 +41,7 @@ use crate::auth::{cors_preflight, unix_now, Cors, Grant};
 use crate::config::{parse_seconds, Options};
 use crate::hub::{self, valid_channel_name, Cursor, Hub, HubError, Poll};
 use crate::render::{self, Answer};
+use crate::sse;
 
 /// Messages from worker threads to the loop.
 pub enum Msg {
@@ -72,6 +74,8 @@ enum Job {
 pub enum Note {
     Waiter(usize),
     Job(u64),
+    /// An SSE stream (its key in [`crate::sse::Streams`]).
+    Sse(usize),
 }
 
 /// What a timer of the service is for.
@@ -81,6 +85,8 @@ pub enum Timer {
     Waiter(usize),
     /// The TTL timer: evict messages past `--message-ttl`.
     Ttl,
+    /// The heartbeat of the SSE stream with this key.
+    SseHeartbeat(usize),
 }
 
 /// What the hub parks for a held poll: the connection to answer, and the timer of its
@@ -90,10 +96,29 @@ pub struct HeldPoll {
     pub timer: TimerId,
 }
 
+/// What the hub parks for each waiting subscriber, by transport.
+pub enum Parked {
+    /// A held poll ([`crate::hub::Wakes::Once`]).
+    Poll(HeldPoll),
+    /// An SSE stream ([`crate::hub::Wakes::Every`]): its key in [`crate::sse::Streams`].
+    Sse(usize),
+}
+
+impl Parked {
+    fn poll(&self) -> Option<&HeldPoll> {
+        match self {
+            Parked::Poll(p) => Some(p),
+            Parked::Sse(_) => None,
+        }
+    }
+}
+
 /// The tidings service.
 pub struct Tidings {
     opts: Options,
-    hub: Hub<HeldPoll>,
+    hub: Hub<Parked>,
+    /// Open `GET /sse/..` streams.
+    sse: sse::Streams,
     /// `None` with `--workers 0`: `/work` is off (404) and no thread is started.
     pool: Option<WorkerPool<Msg>>,
     /// `/work` jobs the pool has (queued, running, or abandoned and not yet back), by ticket.
@@ -140,6 +165,10 @@ impl Tidings {
             crate::log(format_args!("{TEST_PANIC_ENV}={ms}: /work?ms={ms} jobs will panic (test only)"));
         }
         let hub = Hub::new(opts.hub);
+        let sse = sse::Streams::new(sse::Settings {
+            heartbeat: opts.sse_heartbeat,
+            max_backlog: opts.max_stream_backlog,
+        });
         Ok(Tidings {
             hub,
             opts,
@@ -150,31 +179,37 @@ impl Tidings {
             panic_ms,
             ttl_timer: None,
             cors_grants: HashMap::new(),
+            sse,
         })
     }
 
-    pub fn hub(&self) -> &Hub<HeldPoll> {
+    pub fn hub(&self) -> &Hub<Parked> {
         &self.hub
     }
 
     /// Sends `resp` with the CORS headers its request was granted, logging it if
     /// `--access-log` is on. A closed connection is not an error.
     fn answer(&mut self, ctx: &mut Ctx<'_, Tidings>, responder: Responder, resp: Response, what: &str) {
-        let grant = match &self.opts.cors {
-            Cors::Off => None,
-            Cors::Any => Some(Grant::Any),
-            Cors::Origins(_) => self.cors_grants.remove(&responder.conn()).map(Grant::Origin),
-        };
-        // Without CORS there is nothing to add: no pass through `decorate` and back.
-        let resp = if grant.is_none() && matches!(self.opts.cors, Cors::Off) {
-            resp
-        } else {
-            self.opts.cors.decorate(resp, grant)
-        };
+        let resp = self.with_cors(responder.conn(), resp);
         if self.opts.access_log {
             crate::log(format_args!("{what} -> {}", resp.status));
         }
         let _ = ctx.respond(responder, resp);
+    }
+
+    /// `resp` with the CORS headers the request on `conn` was granted (taking the grant).
+    fn with_cors(&mut self, conn: ConnId, resp: Response) -> Response {
+        let grant = match &self.opts.cors {
+            Cors::Off => None,
+            Cors::Any => Some(Grant::Any),
+            Cors::Origins(_) => self.cors_grants.remove(&conn).map(Grant::Origin),
+        };
+        // Without CORS there is nothing to add: no pass through `decorate` and back.
+        if grant.is_none() && matches!(self.opts.cors, Cors::Off) {
+            resp
+        } else {
+            self.opts.cors.decorate(resp, grant)
+        }
     }
 
     fn publish(&mut self, ctx: &mut Ctx<'_, Tidings>, req: &Request<'_>, name: &str, responder: Responder) {
@@ -189,12 +224,20 @@ impl Tidings {
             }
         };
         let subscribers = published.subscribers();
-        // One body per group (per distinct cursor), its bytes shared by every waiter of it.
+        // One body per group (per distinct cursor) and transport, its bytes shared by every
+        // subscriber of it.
         for d in published.deliveries {
-            let answer = render::messages(name, &d.batch, self.hub.messages(&d.batch));
-            for w in d.waiters {
-                ctx.cancel_timer(w.timer);
-                self.answer(ctx, w.responder, messages_response(&answer), "held GET /sub");
+            if !d.waiters.is_empty() {
+                let answer = render::messages(name, &d.batch, self.hub.messages(&d.batch));
+                for w in d.waiters {
+                    let Parked::Poll(w) = w else { continue };
+                    ctx.cancel_timer(w.timer);
+                    self.answer(ctx, w.responder, messages_response(&answer), "held GET /sub");
+                }
+            }
+            if !d.streams.is_empty() {
+                let events: Rc<[u8]> = sse::render(&d.batch, self.hub.messages(&d.batch)).into();
+                self.sse.deliver(ctx, &mut self.hub, &d.streams, &events);
             }
         }
         self.arm_ttl_timer(ctx);
@@ -229,10 +272,31 @@ impl Tidings {
             Poll::Hold(hold) => {
                 self.hub.add_waiter(hold, |key| {
                     ctx.set_note(&responder, Note::Waiter(key));
-                    HeldPoll { timer: ctx.set_timer(timeout, Timer::Waiter(key)), responder }
+                    Parked::Poll(HeldPoll { timer: ctx.set_timer(timeout, Timer::Waiter(key)), responder })
                 });
             }
         }
+    }
+
+    /// `GET /sse/{channel}`: the stream's head and `retry:`, then the backlog after its
+    /// cursor, then every publish (see [`crate::sse`]).
+    fn open_sse(&mut self, ctx: &mut Ctx<'_, Tidings>, req: &Request<'_>, name: &str, responder: Responder) {
+        let cursor = match sse::cursor(req) {
+            Ok(c) => c,
+            Err(what) => return self.answer(ctx, responder, bad_request(what), req.target),
+        };
+        if self.stopping {
+            return self.answer(ctx, responder, shutting_down(), req.target);
+        }
+        if req.method == "HEAD" {
+            return self.answer(ctx, responder, sse::head(), req.target);
+        }
+        let head = self.with_cors(responder.conn(), sse::head().body(Body::Static(sse::RETRY)));
+        if self.opts.access_log {
+            crate::log(format_args!("{} -> 200 (stream)", req.target));
+        }
+        let Ok(stream) = ctx.respond_stream(responder, head) else { return };
+        self.sse.start(ctx, &mut self.hub, stream, name, cursor);
     }
 
     fn work(&mut self, ctx: &mut Ctx<'_, Tidings>, req: &Request<'_>, responder: Responder) {
@@ -294,7 +358,7 @@ impl Tidings {
     }
 
     /// Every scalar counter, by its public name (shared by /stats and /metrics).
-    fn counters(&self, ctx: &Ctx<'_, Tidings>) -> [(&'static str, u64); 16] {
+    fn counters(&self, ctx: &Ctx<'_, Tidings>) -> [(&'static str, u64); 18] {
         let hub = self.hub.stats();
         let server = ctx.stats();
         let lp = ctx.loop_stats();
@@ -315,6 +379,8 @@ impl Tidings {
             ("jobs_cancelled_total", self.jobs_cancelled_total),
             ("accepted_total", server.accepted_total),
             ("closed_by_peer_total", server.closed_by_peer_total),
+            ("sse_streams", self.sse.len() as u64),
+            ("streams_dropped_slow_total", self.sse.dropped_slow_total),
         ]
     }
 
@@ -333,7 +399,10 @@ impl Tidings {
 
     /// Ends a held poll with 304 (timeout or shutdown).
     fn expire_waiter(&mut self, ctx: &mut Ctx<'_, Tidings>, key: usize) {
-        if let Some(hub::Removed { payload: w, cursor, epoch }) = self.hub.remove_waiter(key) {
+        if !self.hub.waiter(key).is_some_and(|w| w.poll().is_some()) {
+            return;
+        }
+        if let Some(hub::Removed { payload: Parked::Poll(w), cursor, epoch }) = self.hub.remove_waiter(key) {
             ctx.cancel_timer(w.timer);
             self.answer(ctx, w.responder, not_modified(epoch, cursor), "held GET /sub");
         }
@@ -367,6 +436,16 @@ impl Service for Tidings {
             return self.answer(ctx, responder, cors_preflight(), req.target);
         }
         let get = req.method == "GET" || req.method == "HEAD";
+        if let Some(name) = req.path.strip_prefix("/sse/") {
+            return match channel(name) {
+                Err(resp) => self.answer(ctx, responder, resp, req.target),
+                Ok(_) if !get => self.answer(ctx, responder, method_not_allowed("GET, HEAD"), req.target),
+                Ok(name) => match self.subscribe_refusal(req, name) {
+                    Some(reason) => self.answer(ctx, responder, Response::text(403, reason), req.target),
+                    None => self.open_sse(ctx, req, name, responder),
+                },
+            };
+        }
         if let Some(name) = req.path.strip_prefix("/pub/") {
             return match channel(name) {
                 Err(resp) => self.answer(ctx, responder, resp, req.target),
@@ -414,11 +493,12 @@ impl Service for Tidings {
         let key = match note {
             None => return,
             Some(Note::Job(ticket)) => return self.abandon_job(conn, ticket),
+            Some(Note::Sse(key)) => return self.sse.closed(ctx, &mut self.hub, conn, key),
             Some(Note::Waiter(key)) => key,
         };
         // A held poll's client left: drop its waiter and timer now, write nothing.
-        if self.hub.waiter(key).is_some_and(|w| w.responder.conn() == conn) {
-            if let Some(hub::Removed { payload: w, .. }) = self.hub.remove_waiter(key) {
+        if self.hub.waiter(key).and_then(Parked::poll).is_some_and(|w| w.responder.conn() == conn) {
+            if let Some(hub::Removed { payload: Parked::Poll(w), .. }) = self.hub.remove_waiter(key) {
                 ctx.cancel_timer(w.timer);
             }
         }
@@ -433,11 +513,18 @@ impl Service for Tidings {
                 }
                 return;
             }
+            Timer::SseHeartbeat(key) => {
+                return self.sse.heartbeat(ctx, &mut self.hub, id, key);
+            }
             Timer::Waiter(key) => key,
         };
-        if self.hub.waiter(key).is_some_and(|w| w.timer == id) {
+        if self.hub.waiter(key).and_then(Parked::poll).is_some_and(|w| w.timer == id) {
             self.expire_waiter(ctx, key);
         }
+    }
+
+    fn on_drained(&mut self, ctx: &mut Ctx<'_, Tidings>, stream: StreamId) {
+        self.sse.drained(ctx, &mut self.hub, stream);
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_, Tidings>, msg: Msg) {
@@ -467,6 +554,8 @@ impl Service for Tidings {
         for key in self.hub.waiter_keys() {
             self.expire_waiter(ctx, key);
         }
+        // SSE streams end; EventSource reconnects by itself with its Last-Event-ID.
+        self.sse.end_all(ctx, &mut self.hub);
         // Jobs not done get 503 (retry after the restart): queued ones now, running ones
         // once they have stopped (within a few ms), so the pool's threads join promptly. A
         // job that has just finished gets its real answer.
@@ -557,7 +646,7 @@ fn messages_response(a: &Answer) -> Response {
 
 /// An epoch as the client sends it back: exactly 8 hex digits, either case (written by
 /// [`render::format_epoch`]).
-fn parse_epoch(s: &str) -> Option<u32> {
+pub(crate) fn parse_epoch(s: &str) -> Option<u32> {
     if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
@@ -565,7 +654,7 @@ fn parse_epoch(s: &str) -> Option<u32> {
 }
 
 /// A plain decimal u64 (digits only).
-fn parse_u64(v: &str) -> Option<u64> {
+pub(crate) fn parse_u64(v: &str) -> Option<u64> {
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
