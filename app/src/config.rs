@@ -91,8 +91,8 @@ USAGE: tidings [FLAGS]
   --access-log                       log one line per request to stderr
   --publish-token-file PATH          POST /pub and GET /work need `Authorization: Bearer
                                      TOKEN` (else 401); TOKEN = the file less one newline
-  --subscribe-key-file PATH          GET /sub needs `token=EXPIRY.SIG` (else 403), SIG = hex
-                                     HMAC-SHA256 of \"CHANNEL\\nEXPIRY\" under the file's key
+  --subscribe-key-file PATH          GET /sub and /sse need `token=EXPIRY.SIG` (else 403),
+                                     SIG = hex HMAC-SHA256 of \"CHANNEL\\nEXPIRY\" under the file's key
   --allow-origin ORIGIN              CORS for pages on ORIGIN (https://host[:port]);
                                      repeatable; `*` for any origin [none]
   --sse-heartbeat SECS               an idle GET /sse stream gets a `: hb` comment line
@@ -401,6 +401,17 @@ mod tests {
         assert!(run(&["--max-answer-bytes", "87769"]).is_err());
         assert_eq!(run(&["--message-ttl", "0"]).unwrap().hub.message_ttl_ms, 0);
         assert_eq!(run(&["--message-ttl", "1.5"]).unwrap().hub.message_ttl_ms, 1500);
+    }
+
+    #[test]
+    fn sse_flags() {
+        let d = run(&[]).unwrap();
+        assert_eq!((d.sse_heartbeat, d.max_stream_backlog), (Duration::from_secs(15), 1 << 20));
+        let o = run(&["--sse-heartbeat", "0.5", "--max-stream-backlog=4096"]).unwrap();
+        assert_eq!((o.sse_heartbeat, o.max_stream_backlog), (Duration::from_millis(500), 4096));
+        for (flag, v) in [("--sse-heartbeat", "0"), ("--sse-heartbeat", "x"), ("--max-stream-backlog", "0")] {
+            assert!(run(&[flag, v]).unwrap_err().contains(flag), "{flag} {v}");
+        }
     }
 
     #[test]

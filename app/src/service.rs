@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `POST /pub/{channel}` | append the body, wake the channel's waiters: `{"seq":N,"subscribers":K}` |
 //! | `GET /sub/{channel}?since=S&epoch=E&timeout=T` | messages after S now, or hold until a publish (200) or T (304) |
+//! | `GET /sse/{channel}?since=S&epoch=E` | a `text/event-stream` of the messages after S, then of every publish (see [`crate::sse`]) |
 //! | `GET /work?ms=M` | a CPU-heavy job on the worker pool, answered when it is done (404 with `--workers 0`) |
 //! | `GET /stats`, `GET /metrics` | counters as JSON / Prometheus text |
 //! | `GET /`, `GET /plaintext` | the chat demo page, `Hello, World!` |
@@ -16,7 +17,7 @@
 //! Access control (all off by default; see [`crate::auth`]): with `--publish-token-file`,
 //! `POST /pub/..` and `GET /work` without the bearer token get 401 (after the 400/404/405 of
 //! a bad path or method, before the body is used); with `--subscribe-key-file`, `GET /sub/..`
-//! without a valid signed token gets 403 and the reason (before the cursor is read). `/stats`, `/metrics`, `/` and `/plaintext` stay open. With `--allow-origin`, a
+//! and `GET /sse/..` without a valid signed token get 403 and the reason (before the cursor is read). `/stats`, `/metrics`, `/` and `/plaintext` stay open. With `--allow-origin`, a
 //! request whose `Origin` is allowed gets the CORS headers on its answer, whenever that answer
 //! is sent (a held poll's too: the grant is remembered by connection until then), and an
 //! `OPTIONS` preflight from it is answered 204 on any path.
