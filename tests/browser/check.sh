@@ -3,6 +3,8 @@
 #  1. the chat demo page: two tabs on one channel, a message sent from one appears in both,
 #     in order; then one tab across a restart of the server (seqs start over: the page's
 #     cursor carries its epoch, so it shows every message once, in order);
+#  1b. the same page with EventSource (?transport=sse): two tabs, a message, a restart: the
+#     tabs resume from their cursor, no message twice, none skipped;
 #  2. access control from a page on another origin: with --publish-token-file,
 #     --subscribe-key-file and --allow-origin, a page served from an allowed origin publishes
 #     with a bearer token through fetch(), reads and holds polls with a signed token (CORS);
