@@ -325,7 +325,12 @@ impl Streams {
         }
         let every = self.set.heartbeat.as_millis().min(u64::MAX as u128) as u64;
         let idle = now.saturating_sub(sub.last_write_ms);
-        let next = if idle >= every {
+        // A stream catching up with output still queued is not idle: it waits for its drain.
+        let waiting_for_drain =
+            matches!(sub.phase, Phase::CatchingUp { .. }) && ctx.pending(&sub.stream).unwrap_or(0) > 0;
+        let next = if waiting_for_drain {
+            every
+        } else if idle >= every {
             match ctx.send(&sub.stream, HEARTBEAT) {
                 Ok(_) => sub.last_write_ms = now,
                 Err(_) => return self.forget(ctx, hub, key),
