@@ -15,6 +15,8 @@ USAGE:
                         [--warmup SECS] [--timeout SECS] [--pid PID]
   tidings-load longpoll --addr ADDR --pid PID [-n N] [--idle SECS] [--publish M] [--prefix P]
   tidings-load fanout   --addr ADDR [-n N] [--burst K] [--channel NAME] [--pid PID]
+  tidings-load sse      --addr ADDR --pid PID [-n N] [--idle SECS] [--subs M] [--rate R]
+                        [-d SECS] [--channel NAME]
   tidings-load --help
 
 MODES
@@ -34,6 +36,12 @@ MODES
             time until the last (and the median) subscriber has read it. With --burst K: every
             subscriber re-polls with its cursor (since=next) while K messages are published
             back to back, and each must receive every message exactly once, in order.
+  sse       Opens N Server-Sent Events streams (GET /sse/NAME, HTTP/1.0) on one channel;
+            waits until /stats shows them; measures the server's CPU and RSS over an idle
+            window (RSS per stream = growth since before they opened, over N); publishes one
+            message and times POST written -> each stream has read it (p50, p99, last); then
+            keeps M streams and publishes R messages/s for D seconds from another thread,
+            counting the events every stream reads: messages/s delivered, and any missing.
 
 FLAGS
   --url URL             http://HOST[:PORT]/PATH, HOST = a loopback IP or localhost
@@ -54,7 +62,9 @@ FLAGS
   --publish M           longpoll: publishes, to M distinct channels [min(1000, N)]
   --prefix P            longpoll: channel name prefix [lp-<our pid>-], so reruns use new channels
   --burst K             fanout: messages in the burst [0 = no burst] (at most 100000)
-  --channel NAME        fanout: the channel [fan]
+  --channel NAME        fanout: the channel [fan]; sse: [sse-<our pid>]
+  --subs M              sse: streams kept for the steady-rate phase [min(1000, N)]
+  --rate R              sse: publishes per second in the steady-rate phase [1000] (1..=100000)
   -h, --help            print this and exit
 
 OUTPUT
@@ -70,6 +80,19 @@ pub enum Command {
     Http(HttpOpts),
     Longpoll(LongpollOpts),
     Fanout(FanoutOpts),
+    Sse(SseOpts),
+}
+
+#[derive(Debug, Clone)]
+pub struct SseOpts {
+    pub addr: SocketAddr,
+    pub pid: u32,
+    pub n: usize,
+    pub idle: Duration,
+    pub subs: usize,
+    pub rate: usize,
+    pub duration: Duration,
+    pub channel: String,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +148,8 @@ struct Raw {
     prefix: Option<String>,
     burst: Option<usize>,
     channel: Option<String>,
+    subs: Option<usize>,
+    rate: Option<usize>,
 }
 
 /// Which flags each mode accepts (anything else is an error rather than silently ignored).
@@ -140,11 +165,13 @@ const HTTP_FLAGS: &[&str] = &[
 ];
 const LONGPOLL_FLAGS: &[&str] = &["--addr", "-n", "--idle", "--publish", "--pid", "--prefix"];
 const FANOUT_FLAGS: &[&str] = &["--addr", "-n", "--burst", "--channel", "--pid"];
+const SSE_FLAGS: &[&str] =
+    &["--addr", "--pid", "-n", "--idle", "--subs", "--rate", "--duration", "--channel"];
 
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
     let mut args = args.into_iter();
     let mode = match args.next() {
-        None => return Err("no mode given: http, longpoll or fanout (see --help)".into()),
+        None => return Err("no mode given: http, longpoll, fanout or sse (see --help)".into()),
         Some(m) if m == "--help" || m == "-h" || m == "help" => return Ok(Command::Help),
         Some(m) => m,
     };
@@ -152,6 +179,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
         "http" => HTTP_FLAGS,
         "longpoll" => LONGPOLL_FLAGS,
         "fanout" => FANOUT_FLAGS,
+        "sse" => SSE_FLAGS,
         other => {
             return Err(format!("unknown mode {other:?}: expected http, longpoll or fanout (see --help)"))
         }
@@ -199,12 +227,15 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--prefix" => raw.prefix = Some(channel_part(&name, v, 100)?),
             "--burst" => raw.burst = Some(int(&name, v, 0, 100_000)?),
             "--channel" => raw.channel = Some(channel_part(&name, v, 128)?),
+            "--subs" => raw.subs = Some(int(&name, v, 1, 60_000)?),
+            "--rate" => raw.rate = Some(int(&name, v, 1, 100_000)?),
             _ => unreachable!("flag {name} is allowed but not handled"),
         }
     }
     match mode.as_str() {
         "http" => http_opts(raw).map(Command::Http),
         "longpoll" => longpoll_opts(raw).map(Command::Longpoll),
+        "sse" => sse_opts(raw).map(Command::Sse),
         _ => fanout_opts(raw).map(Command::Fanout),
     }
 }
@@ -245,6 +276,30 @@ fn longpoll_opts(raw: Raw) -> Result<LongpollOpts, String> {
         publish,
         pid,
         prefix: raw.prefix.unwrap_or_else(|| format!("lp-{}-", std::process::id())),
+    })
+}
+
+fn sse_opts(raw: Raw) -> Result<SseOpts, String> {
+    let addr = parse_addr(raw.addr.as_deref().ok_or("sse needs --addr, e.g. --addr 127.0.0.1:8080")?)?;
+    let pid = raw.pid.ok_or("sse needs --pid PID (the server's pid, to read its CPU and RSS)")?;
+    let n = raw.n.unwrap_or(1000);
+    let subs = raw.subs.unwrap_or(n.min(1000));
+    if subs > n {
+        return Err(format!("--subs {subs} is more than the {n} streams (-n)"));
+    }
+    let channel = raw.channel.unwrap_or_else(|| format!("sse-{}", std::process::id()));
+    if channel.bytes().all(|b| b == b'.') {
+        return Err("--channel: a channel name cannot be only dots".into());
+    }
+    Ok(SseOpts {
+        addr,
+        pid,
+        n,
+        idle: raw.idle.unwrap_or(Duration::from_secs(5)),
+        subs,
+        rate: raw.rate.unwrap_or(1000),
+        duration: raw.duration.unwrap_or(Duration::from_secs(5)),
+        channel,
     })
 }
 

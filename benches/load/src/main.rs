@@ -1,12 +1,14 @@
 //! `tidings-load`: the project's own load generator, on the project's own reactor.
 //!
-//! Three modes (see [`args::USAGE`] or `tidings-load --help`):
+//! Four modes (see [`args::USAGE`] or `tidings-load --help`):
 //! * `http`: requests/s and latency percentiles of GET on N keep-alive (optionally pipelined)
 //!   connections or one connection per request, with the server's CPU time per request;
 //! * `longpoll`: N held polls: the server's idle CPU and RSS per held poll, publish-to-delivery
 //!   latency, and how fast it forgets clients that vanish (RST);
 //! * `fanout`: one publish to N subscribers of one channel, and a burst of K messages that
-//!   every subscriber must receive exactly once, in order.
+//!   every subscriber must receive exactly once, in order;
+//! * `sse`: N Server-Sent Events streams: idle CPU and RSS per stream, one publish's delivery
+//!   to all of them, and messages/s to M streams at a steady publish rate.
 //!
 //! One reactor thread, no async runtime: run it pinned to a core of its own
 //! (`taskset -c 1 tidings-load ...`) beside a server pinned to another.
@@ -19,6 +21,7 @@ mod hist;
 mod http_mode;
 mod longpoll;
 mod parse;
+mod sse;
 
 use std::process::ExitCode;
 
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         args::Command::Http(o) => o.connections,
         args::Command::Longpoll(o) => o.n,
         args::Command::Fanout(o) => o.n,
+        args::Command::Sse(o) => o.n,
     };
     if (need as u64) + 64 > nofile {
         eprintln!(
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         args::Command::Http(o) => http_mode::run(o),
         args::Command::Longpoll(o) => longpoll::run(o),
         args::Command::Fanout(o) => fanout::run(o),
+        args::Command::Sse(o) => sse::run(o),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
