@@ -44,6 +44,8 @@ struct Reader {
     hist: Histogram,
     got: usize,
     closed: usize,
+    /// One read buffer for every stream (not zeroed again per event).
+    buf: Vec<u8>,
 }
 
 const ID: &[u8] = b"\nid: ";
@@ -51,9 +53,9 @@ const ID: &[u8] = b"\nid: ";
 impl Handler<()> for Reader {
     fn on_io(&mut self, _r: &mut Reactor<()>, ev: Event) {
         let Some(Some(sub)) = self.subs.get_mut(ev.tag) else { return };
-        let mut buf = [0u8; 64 * 1024];
+        let buf = &mut self.buf;
         loop {
-            match sub.stream.read(&mut buf) {
+            match sub.stream.read(buf) {
                 Ok(0) => {
                     self.closed += 1;
                     self.subs[ev.tag] = None;
@@ -161,6 +163,7 @@ pub fn run(o: SseOpts) -> Result<(), String> {
         hist: Histogram::new(),
         got: 0,
         closed: 0,
+        buf: vec![0; 64 * 1024],
     };
 
     // 1. Open.
