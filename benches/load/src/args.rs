@@ -473,6 +473,13 @@ mod tests {
             Command::Fanout(o) => assert_eq!((o.n, o.burst, o.channel.as_str()), (1000, 50, "fan")),
             other => panic!("{other:?}"),
         }
+        match args("sse --addr 127.0.0.1:8080 --pid 3 -n 500 --rate 20 -d 2").unwrap() {
+            Command::Sse(o) => {
+                assert_eq!((o.n, o.subs, o.rate, o.pid), (500, 500, 20, 3));
+                assert_eq!(o.duration, Duration::from_secs(2));
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(args("--help").unwrap(), Command::Help));
         assert!(matches!(args("fanout -h").unwrap(), Command::Help));
         for bad in [
@@ -488,6 +495,10 @@ mod tests {
             "longpoll --addr 127.0.0.1:8080 --pid 1 -n 10 --publish 11",
             "fanout --addr 127.0.0.1:8080 --channel a/b",
             "fanout --addr 127.0.0.1:8080 stray",
+            "sse --addr 127.0.0.1:8080",
+            "sse --addr 127.0.0.1:8080 --pid 1 -n 10 --subs 11",
+            "sse --addr 127.0.0.1:8080 --pid 1 --rate 0",
+            "sse --addr 10.0.0.1:8080 --pid 1",
         ] {
             assert!(args(bad).is_err(), "accepted: {bad:?}");
         }
