@@ -8,6 +8,7 @@
 //! - [`render`]: every body the app writes (the answers of `/sub`, `/pub`, `/stats`,
 //!   `/metrics`, `/work`), from what the hub and the service describe.
 //! - [`service`]: the HTTP routes on top of them.
+//! - [`sse`]: `GET /sse/{channel}`, the same channels and cursors as Server-Sent Events.
 //! - [`auth`]: access control: the publish token, signed subscribe tokens, CORS.
 //! - [`config`]: command-line flags.
 //! - [`json`]: the low-level JSON writers (strings, numbers, base64) [`render`] uses.
