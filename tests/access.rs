@@ -390,3 +390,28 @@ fn with_curl() {
     assert!(head.contains(&format!("access-control-allow-origin: {ALLOWED}")), "{head}");
     assert!(head.contains("access-control-allow-headers: authorization"), "{head}");
 }
+
+#[test]
+fn sse_needs_the_subscribe_token_too() {
+    let (server, _t, _k) = guarded(&[]);
+    let mut c = Client::connect(server.addr);
+    assert_eq!(c.request("POST", "/pub/news", &[BEARER], b"hello").status, 200);
+    let r = c.get("/sse/news?since=0");
+    assert_eq!(r.status, 403, "{r:?}");
+    assert!(r.text().contains("missing"), "{:?}", r.text());
+    let r = c.get(&format!("/sse/news?since=0&token={}", sub_token("sport")));
+    assert_eq!(r.status, 403, "another channel's token");
+    // The right one streams.
+    let mut s = std::net::TcpStream::connect(server.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!("GET /sse/news?since=0&token={} HTTP/1.0\r\n\r\n", sub_token("news"));
+    std::io::Write::write_all(&mut s, req.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("data: hello\n") {
+        let n = std::io::Read::read(&mut s, &mut buf).expect("the stream");
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"), "{:?}", String::from_utf8_lossy(&got));
+}

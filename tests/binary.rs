@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const FLAGS: [&str; 21] = [
+const FLAGS: [&str; 23] = [
     "--listen",
     "--poll-timeout",
     "--max-message",
@@ -29,6 +29,8 @@ const FLAGS: [&str; 21] = [
     "--max-connections",
     "--max-requests-per-connection",
     "--access-log",
+    "--sse-heartbeat",
+    "--max-stream-backlog",
     "--help",
 ];
 
@@ -311,7 +313,7 @@ fn a_closed_stderr_pipe_does_not_stop_the_hub() {
 /// 100000` used to abort in thread start-up: "failed to set up alternative stack guard page").
 #[test]
 fn extreme_values_of_every_numeric_flag_exit_2_with_one_line() {
-    const NUMERIC: [(&str, &[&str]); 22] = [
+    const NUMERIC: [(&str, &[&str]); 24] = [
         ("--poll-timeout", &["301", "31622401"]),
         ("--max-message", &[]),
         ("--max-batch", &["0"]),
@@ -334,6 +336,8 @@ fn extreme_values_of_every_numeric_flag_exit_2_with_one_line() {
         ("--ws-max-channels", &["0"]),
         ("--ws-max-message", &["124", "1073741825"]),
         ("--ws-ping", &["0", "31622401"]),
+        ("--sse-heartbeat", &["0", "31622401"]),
+        ("--max-stream-backlog", &["0"]),
     ];
     const ANY: [&str; 12] = [
         "-1",
@@ -413,6 +417,10 @@ fn every_numeric_flag_at_its_maximum_starts_and_serves() {
         "1073741824",
         "--ws-ping",
         &year,
+        "--sse-heartbeat",
+        &year,
+        "--max-stream-backlog",
+        &max,
     ]);
     let addr = server.addr;
     assert!(

@@ -37,6 +37,10 @@ pub struct Options {
     pub cors: Cors,
     /// `--ws-max-channels`, `--ws-max-message`, `--ws-ping`.
     pub ws: WsLimits,
+    /// `--sse-heartbeat`: an idle SSE stream gets a `: hb` comment after this long.
+    pub sse_heartbeat: Duration,
+    /// `--max-stream-backlog`: an SSE stream whose unsent output passes this is dropped.
+    pub max_stream_backlog: usize,
 }
 
 impl Default for Options {
@@ -53,6 +57,8 @@ impl Default for Options {
             subscribe_key: None,
             cors: Cors::Off,
             ws: WsLimits::default(),
+            sse_heartbeat: Duration::from_secs(15),
+            max_stream_backlog: 1024 * 1024,
         }
     }
 }
@@ -89,8 +95,8 @@ USAGE: tidings [FLAGS]
   --access-log                       log one line per request to stderr
   --publish-token-file PATH          POST /pub and GET /work need `Authorization: Bearer
                                      TOKEN` (else 401); TOKEN = the file less one newline
-  --subscribe-key-file PATH          GET /sub needs `token=EXPIRY.SIG` (else 403), SIG = hex
-                                     HMAC-SHA256 of \"CHANNEL\\nEXPIRY\" under the file's key
+  --subscribe-key-file PATH          GET /sub and /sse need `token=EXPIRY.SIG` (else 403),
+                                     SIG = hex HMAC-SHA256 of \"CHANNEL\\nEXPIRY\" under the file's key
   --allow-origin ORIGIN              CORS for pages on ORIGIN (https://host[:port]);
                                      repeatable; `*` for any origin [none]
   --ws-max-channels N                channels one WebSocket may subscribe to [64]
@@ -98,6 +104,10 @@ USAGE: tidings [FLAGS]
                                      close 1009) [131072]
   --ws-ping SECS                     ping a WebSocket silent this long; close it (1008) if
                                      still silent one interval later [30]
+  --sse-heartbeat SECS               an idle GET /sse stream gets a `: hb` comment line
+                                     after this long without traffic [15]
+  --max-stream-backlog BYTES         a GET /sse stream whose unsent output passes this is
+                                     disconnected (it resumes by Last-Event-ID) [1048576]
   --help                             print this and exit
 
   tidings token CHANNEL [--ttl SECS] --subscribe-key-file PATH
@@ -106,11 +116,11 @@ USAGE: tidings [FLAGS]
 The limits must agree: --max-message + 64 <= --retain-bytes <= --max-retained-bytes, and
 --max-answer-bytes must hold one message of --max-message bytes (4/3 of it + 384).
 
-Endpoints: POST /pub/{channel}, GET /sub/{channel}?since=S&epoch=E&timeout=T, GET /ws
-(WebSocket: JSON commands sub/unsub/pub), GET /work?ms=M, GET /stats, GET /metrics,
-GET /dashboard (live picture of the loop, fed by GET /dashboard/stream), GET / (chat demo),
-GET /plaintext. /stats, /metrics and /dashboard are never guarded: bind --listen to a
-private address.
+Endpoints: POST /pub/{channel}, GET /sub/{channel}?since=S&epoch=E&timeout=T,
+GET /sse/{channel}?since=S&epoch=E (Server-Sent Events), GET /ws (WebSocket: JSON commands
+sub/unsub/pub), GET /work?ms=M, GET /stats, GET /metrics, GET /dashboard (live picture of
+the loop, fed by GET /dashboard/stream), GET / (chat demo), GET /plaintext. /stats, /metrics
+and /dashboard are never guarded: bind --listen to a private address.
 SIGINT/SIGTERM stop gracefully (held polls get 304) with exit code 0.
 ";
 
@@ -211,6 +221,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--ws-max-channels" => o.ws.max_channels = count(&name, v, 1)?,
             "--ws-max-message" => o.ws.max_message = count_up_to(&name, v, 125, 1 << 30)?,
             "--ws-ping" => o.ws.ping = positive_seconds(&name, v)?,
+            "--sse-heartbeat" => o.sse_heartbeat = positive_seconds(&name, v)?,
+            "--max-stream-backlog" => o.max_stream_backlog = count(&name, v, 1)?,
             _ => return Err(format!("unknown flag {name} (see --help)")),
         }
     }
@@ -411,6 +423,17 @@ mod tests {
         assert!(run(&["--max-answer-bytes", "87769"]).is_err());
         assert_eq!(run(&["--message-ttl", "0"]).unwrap().hub.message_ttl_ms, 0);
         assert_eq!(run(&["--message-ttl", "1.5"]).unwrap().hub.message_ttl_ms, 1500);
+    }
+
+    #[test]
+    fn sse_flags() {
+        let d = run(&[]).unwrap();
+        assert_eq!((d.sse_heartbeat, d.max_stream_backlog), (Duration::from_secs(15), 1 << 20));
+        let o = run(&["--sse-heartbeat", "0.5", "--max-stream-backlog=4096"]).unwrap();
+        assert_eq!((o.sse_heartbeat, o.max_stream_backlog), (Duration::from_millis(500), 4096));
+        for (flag, v) in [("--sse-heartbeat", "0"), ("--sse-heartbeat", "x"), ("--max-stream-backlog", "0")] {
+            assert!(run(&[flag, v]).unwrap_err().contains(flag), "{flag} {v}");
+        }
     }
 
     #[test]

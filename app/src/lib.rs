@@ -9,6 +9,7 @@
 //!   `/metrics`, `/work`), from what the hub and the service describe.
 //! - [`service`]: the HTTP routes on top of them.
 //! - [`ws`]: `GET /ws`, the channels over WebSocket, and its frame codec.
+//! - [`sse`]: `GET /sse/{channel}`, the same channels and cursors as Server-Sent Events.
 //! - [`auth`]: access control: the publish token, signed subscribe tokens, CORS.
 //! - [`config`]: command-line flags.
 //! - [`metrics`]: the delivery-latency histogram per transport.
@@ -26,6 +27,7 @@ pub mod json;
 pub mod metrics;
 pub mod render;
 pub mod service;
+pub mod sse;
 pub mod ws;
 
 use std::io;

@@ -5,6 +5,7 @@
 //! | `POST /pub/{channel}` | append the body, wake the channel's waiters: `{"seq":N,"subscribers":K}` |
 //! | `GET /sub/{channel}?since=S&epoch=E&timeout=T` | messages after S now, or hold until a publish (200) or T (304) |
 //! | `GET /ws` | WebSocket: JSON commands `sub`/`unsub`/`pub` and events on the same channels (see [`crate::ws`]) |
+//! | `GET /sse/{channel}?since=S&epoch=E` | a `text/event-stream` of the messages after S, then of every publish (see [`crate::sse`]) |
 //! | `GET /work?ms=M` | a CPU-heavy job on the worker pool, answered when it is done (404 with `--workers 0`) |
 //! | `GET /stats`, `GET /metrics` | counters as JSON / Prometheus text |
 //! | `GET /dashboard`, `GET /dashboard/stream` | a live picture of the loop, fed by `/stats` once a second (see [`crate::dashboard`]) |
@@ -18,7 +19,7 @@
 //! Access control (all off by default; see [`crate::auth`]): with `--publish-token-file`,
 //! `POST /pub/..` and `GET /work` without the bearer token get 401 (after the 400/404/405 of
 //! a bad path or method, before the body is used); with `--subscribe-key-file`, `GET /sub/..`
-//! without a valid signed token gets 403 and the reason (before the cursor is read). `/stats`, `/metrics`, `/dashboard`, `/` and `/plaintext` stay open. With `--allow-origin`, a
+//! and `GET /sse/..` without a valid signed token get 403 and the reason (before the cursor is read). `/stats`, `/metrics`, `/dashboard`, `/` and `/plaintext` stay open. With `--allow-origin`, a
 //! request whose `Origin` is allowed gets the CORS headers on its answer, whenever that answer
 //! is sent (a held poll's too: the grant is remembered by connection until then), and an
 //! `OPTIONS` preflight from it is answered 204 on any path.
@@ -32,6 +33,7 @@
 //! free within a few ms; `jobs_cancelled_total` counts them).
 
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use http::{Body, ConnId, Ctx, Request, Responder, Response, Service, StreamId};
@@ -44,6 +46,7 @@ use crate::dashboard::{self, Feeds};
 use crate::hub::{self, valid_channel_name, Cursor, Hub, HubError, Poll};
 use crate::metrics::{DeliveryLatency, Transport};
 use crate::render::{self, Answer};
+use crate::sse;
 use crate::ws;
 
 /// Messages from worker threads to the loop.
@@ -81,6 +84,8 @@ pub enum Note {
     Dashboard(usize),
     /// An open WebSocket, by its key in [`ws::Sockets`].
     Ws(usize),
+    /// An SSE stream (its key in [`crate::sse::Streams`]).
+    Sse(usize),
 }
 
 /// What a timer of the service is for.
@@ -96,6 +101,8 @@ pub enum Timer {
     WsPing(usize),
     /// Go on with a WebSocket's backlog if its output has drained meanwhile.
     WsResume(usize),
+    /// The heartbeat of the SSE stream with this key.
+    SseHeartbeat(usize),
 }
 
 /// What the hub parks for a held poll: the connection to answer, and the timer of its
@@ -109,6 +116,8 @@ pub struct HeldPoll {
 pub enum Parked {
     Poll(HeldPoll),
     Ws(ws::WsSub),
+    /// An SSE stream ([`crate::hub::Wakes::Every`]): its key in [`crate::sse::Streams`].
+    Sse(usize),
 }
 
 impl Parked {
@@ -116,6 +125,7 @@ impl Parked {
         match self {
             Parked::Poll(p) => Some(p),
             Parked::Ws(_) => None,
+            Parked::Sse(_) => None,
         }
     }
 }
@@ -124,6 +134,8 @@ impl Parked {
 pub struct Tidings {
     opts: Options,
     hub: Hub<Parked>,
+    /// Open `GET /sse/..` streams.
+    sse: sse::Streams,
     /// `None` with `--workers 0`: `/work` is off (404) and no thread is started.
     pool: Option<WorkerPool<Msg>>,
     /// `/work` jobs the pool has (queued, running, or abandoned and not yet back), by ticket.
@@ -178,6 +190,10 @@ impl Tidings {
         }
         let hub = Hub::new(opts.hub);
         let ws = ws::Sockets::new(opts.ws, opts.subscribe_key.clone(), opts.max_message);
+        let sse = sse::Streams::new(sse::Settings {
+            heartbeat: opts.sse_heartbeat,
+            max_backlog: opts.max_stream_backlog,
+        });
         Ok(Tidings {
             ws,
             hub,
@@ -192,6 +208,7 @@ impl Tidings {
             latency: DeliveryLatency::default(),
             feeds: Feeds::default(),
             dashboard_timer: None,
+            sse,
         })
     }
 
@@ -202,21 +219,26 @@ impl Tidings {
     /// Sends `resp` with the CORS headers its request was granted, logging it if
     /// `--access-log` is on. A closed connection is not an error.
     fn answer(&mut self, ctx: &mut Ctx<'_, Tidings>, responder: Responder, resp: Response, what: &str) {
-        let grant = match &self.opts.cors {
-            Cors::Off => None,
-            Cors::Any => Some(Grant::Any),
-            Cors::Origins(_) => self.cors_grants.remove(&responder.conn()).map(Grant::Origin),
-        };
-        // Without CORS there is nothing to add: no pass through `decorate` and back.
-        let resp = if grant.is_none() && matches!(self.opts.cors, Cors::Off) {
-            resp
-        } else {
-            self.opts.cors.decorate(resp, grant)
-        };
+        let resp = self.with_cors(responder.conn(), resp);
         if self.opts.access_log {
             crate::log(format_args!("{what} -> {}", resp.status));
         }
         let _ = ctx.respond(responder, resp);
+    }
+
+    /// `resp` with the CORS headers the request on `conn` was granted (taking the grant).
+    fn with_cors(&mut self, conn: ConnId, resp: Response) -> Response {
+        let grant = match &self.opts.cors {
+            Cors::Off => None,
+            Cors::Any => Some(Grant::Any),
+            Cors::Origins(_) => self.cors_grants.remove(&conn).map(Grant::Origin),
+        };
+        // Without CORS there is nothing to add: no pass through `decorate` and back.
+        if grant.is_none() && matches!(self.opts.cors, Cors::Off) {
+            resp
+        } else {
+            self.opts.cors.decorate(resp, grant)
+        }
     }
 
     fn publish(&mut self, ctx: &mut Ctx<'_, Tidings>, req: &Request<'_>, name: &str, responder: Responder) {
@@ -260,10 +282,20 @@ impl Tidings {
                 // A late answer is written at once: every one of the group is with the kernel now.
                 self.latency.record_n(Transport::LongPoll, accepted.elapsed(), woken);
             }
-            let streams = d.streams.len() as u64;
-            if streams > 0 {
-                self.ws.deliver(ctx, &self.hub, name, &d.batch, &d.streams);
-                self.latency.record_n(Transport::Ws, accepted.elapsed(), streams);
+            if d.streams.is_empty() {
+                continue;
+            }
+            // Streams of both kinds: each kind's bytes are rendered once for the group.
+            let (ws_keys, sse_keys): (Vec<usize>, Vec<usize>) =
+                d.streams.iter().partition(|&&k| matches!(self.hub.waiter(k), Some(Parked::Ws(_))));
+            if !ws_keys.is_empty() {
+                self.ws.deliver(ctx, &self.hub, name, &d.batch, &ws_keys);
+                self.latency.record_n(Transport::Ws, accepted.elapsed(), ws_keys.len() as u64);
+            }
+            if !sse_keys.is_empty() {
+                let events: Rc<[u8]> = sse::render(&d.batch, self.hub.messages(&d.batch)).into();
+                self.sse.deliver(ctx, &mut self.hub, &sse_keys, &events);
+                self.latency.record_n(Transport::Sse, accepted.elapsed(), sse_keys.len() as u64);
             }
         }
         self.ws.drop_slow(ctx, &mut self.hub);
@@ -345,6 +377,27 @@ impl Tidings {
         }
     }
 
+    /// `GET /sse/{channel}`: the stream's head and `retry:`, then the backlog after its
+    /// cursor, then every publish (see [`crate::sse`]).
+    fn open_sse(&mut self, ctx: &mut Ctx<'_, Tidings>, req: &Request<'_>, name: &str, responder: Responder) {
+        let cursor = match sse::cursor(req) {
+            Ok(c) => c,
+            Err(what) => return self.answer(ctx, responder, bad_request(what), req.target),
+        };
+        if self.stopping {
+            return self.answer(ctx, responder, shutting_down(), req.target);
+        }
+        if req.method == "HEAD" {
+            return self.answer(ctx, responder, sse::head(), req.target);
+        }
+        let head = self.with_cors(responder.conn(), sse::head().body(Body::Static(sse::RETRY)));
+        if self.opts.access_log {
+            crate::log(format_args!("{} -> 200 (stream)", req.target));
+        }
+        let Ok(stream) = ctx.respond_stream(responder, head) else { return };
+        self.sse.start(ctx, &mut self.hub, stream, name, cursor);
+    }
+
     fn work(&mut self, ctx: &mut Ctx<'_, Tidings>, req: &Request<'_>, responder: Responder) {
         let ms = match req.query_param("ms").and_then(parse_u64) {
             Some(ms) if ms <= MAX_WORK_MS => ms,
@@ -404,7 +457,7 @@ impl Tidings {
     }
 
     /// Every scalar counter, by its public name (shared by /stats and /metrics).
-    fn counters(&self, ctx: &Ctx<'_, Tidings>) -> [(&'static str, u64); 19] {
+    fn counters(&self, ctx: &Ctx<'_, Tidings>) -> [(&'static str, u64); 21] {
         let hub = self.hub.stats();
         let server = ctx.stats();
         let lp = ctx.loop_stats();
@@ -428,6 +481,8 @@ impl Tidings {
             ("dashboard_streams", self.feeds.len() as u64),
             ("ws_connections", self.ws.open_count() as u64),
             ("ws_dropped_slow_total", self.ws.dropped_slow_total),
+            ("sse_streams", self.sse.len() as u64),
+            ("streams_dropped_slow_total", self.sse.dropped_slow_total),
         ]
     }
 
@@ -512,6 +567,16 @@ impl Service for Tidings {
             return self.answer(ctx, responder, cors_preflight(), req.target);
         }
         let get = req.method == "GET" || req.method == "HEAD";
+        if let Some(name) = req.path.strip_prefix("/sse/") {
+            return match channel(name) {
+                Err(resp) => self.answer(ctx, responder, resp, req.target),
+                Ok(_) if !get => self.answer(ctx, responder, method_not_allowed("GET, HEAD"), req.target),
+                Ok(name) => match self.subscribe_refusal(req, name) {
+                    Some(reason) => self.answer(ctx, responder, Response::text(403, reason), req.target),
+                    None => self.open_sse(ctx, req, name, responder),
+                },
+            };
+        }
         if let Some(name) = req.path.strip_prefix("/pub/") {
             return match channel(name) {
                 Err(resp) => self.answer(ctx, responder, resp, req.target),
@@ -569,6 +634,7 @@ impl Service for Tidings {
             Some(Note::Job(ticket)) => return self.abandon_job(conn, ticket),
             Some(Note::Dashboard(key)) => return self.feeds.remove(key, conn),
             Some(Note::Ws(key)) => return self.ws.on_close(ctx, &mut self.hub, conn, key),
+            Some(Note::Sse(key)) => return self.sse.closed(ctx, &mut self.hub, conn, key),
             Some(Note::Waiter(key)) => key,
         };
         // A held poll's client left: drop its waiter and timer now, write nothing.
@@ -604,6 +670,9 @@ impl Service for Tidings {
                 self.ws.on_resume_timer(ctx, &mut self.hub, key);
                 return self.ws.drop_slow(ctx, &mut self.hub);
             }
+            Timer::SseHeartbeat(key) => {
+                return self.sse.heartbeat(ctx, &mut self.hub, id, key);
+            }
             Timer::Waiter(key) => key,
         };
         if self.hub.waiter(key).and_then(Parked::poll).is_some_and(|w| w.timer == id) {
@@ -619,6 +688,7 @@ impl Service for Tidings {
 
     fn on_drained(&mut self, ctx: &mut Ctx<'_, Tidings>, stream: StreamId) {
         self.ws.on_drained(ctx, &mut self.hub, stream);
+        self.sse.drained(ctx, &mut self.hub, stream);
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_, Tidings>, msg: Msg) {
@@ -655,6 +725,8 @@ impl Service for Tidings {
         for key in self.hub.waiter_keys() {
             self.expire_waiter(ctx, key);
         }
+        // SSE streams end; EventSource reconnects by itself with its Last-Event-ID.
+        self.sse.end_all(ctx, &mut self.hub);
         // Jobs not done get 503 (retry after the restart): queued ones now, running ones
         // once they have stopped (within a few ms), so the pool's threads join promptly. A
         // job that has just finished gets its real answer.
@@ -753,7 +825,7 @@ pub(crate) fn parse_epoch(s: &str) -> Option<u32> {
 }
 
 /// A plain decimal u64 (digits only).
-fn parse_u64(v: &str) -> Option<u64> {
+pub(crate) fn parse_u64(v: &str) -> Option<u64> {
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

@@ -388,8 +388,21 @@ impl<S: Service> Server<S> {
         loop {
             self.dispatch_buffered(r, key);
             let capped = self.core.conns.get(key).is_some_and(|c| c.out.len() > cap);
+            // A stream written to during a callback on its own connection (e.g. the first
+            // part of a backlog, from `call`) has its output flushed here, not at once: if
+            // this flush writes it all, no EPOLLOUT will come, so the service hears of the
+            // drain now (else from `conn_ready` when the socket has room again).
+            let stream_output = self.core.conns.get(key).is_some_and(|c| {
+                matches!(c.phase, Phase::Streaming(_) | Phase::Upgraded(_)) && !c.out.is_empty()
+            });
             if !self.flush(r, key) {
                 return;
+            }
+            if stream_output {
+                if let Some(stream) = self.core.drained_stream(key) {
+                    let mut ctx = Ctx { reactor: r, core: &mut self.core };
+                    self.service.on_drained(&mut ctx, stream);
+                }
             }
             // Parsing stopped at the output cap and this flush made room: parse on now. No
             // event would bring us back (the pipelined requests are already read, and with

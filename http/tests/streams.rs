@@ -7,7 +7,9 @@
 //! pipelined behind it; a client leaving mid-stream is noticed at once (one `on_close`, with
 //! the stream's note; later writes are `Err(Closed)`); a client that never reads makes writes
 //! `Slow` and is dropped after the write timeout, with nothing left behind; an upgraded
-//! connection gets every byte sent after its request, including those that came with it.
+//! connection gets every byte sent after its request, including those that came with it; a
+//! backlog written as the socket drains (`send_shared`, then the next piece on `on_drained`)
+//! arrives whole and in order, whether the kernel takes it at once or the client reads slowly.
 
 mod common;
 
@@ -168,4 +170,60 @@ fn upgraded_client_leaving_is_reported_once() {
     // A request without the Upgrade header is a plain 404 on the same route.
     let mut c = Client::connect(s.addr);
     assert_eq!(c.get("/upgrade").status, 404);
+}
+
+/// The body of a chunked stream read until the server closes, de-chunked (it must end with
+/// the last chunk).
+fn dechunk(c: &mut Client) -> Vec<u8> {
+    let raw = c.read_until_closed(Duration::from_secs(30));
+    assert!(raw.ends_with(b"\r\n0\r\n\r\n"), "the last chunk ends the stream");
+    let mut body = Vec::new();
+    let mut at = 0;
+    loop {
+        let eol = at + find(&raw[at..], b"\r\n").expect("chunk size line");
+        let len = usize::from_str_radix(std::str::from_utf8(&raw[at..eol]).unwrap(), 16).unwrap();
+        if len == 0 {
+            return body;
+        }
+        body.extend_from_slice(&raw[eol + 2..eol + 2 + len]);
+        at = eol + 2 + len + 2;
+    }
+}
+
+fn backlog(parts: usize, size: usize) -> Vec<u8> {
+    (0..parts).flat_map(|i| pattern(size, (i % 4) as u8)).collect()
+}
+
+#[test]
+fn small_backlog_written_from_call_goes_on_when_the_flush_drains_it() {
+    // Pieces written inside `call` are flushed after it: the kernel takes them at once, no
+    // EPOLLOUT ever comes, and the service must still hear that the stream drained.
+    let s = start(config());
+    let mut c = Client::connect(s.addr);
+    c.send("GET /backlog?parts=5&size=10 HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = stream_head(&mut c);
+    assert!(head.contains("Transfer-Encoding: chunked"), "{head}");
+    assert_eq!(dechunk(&mut c), backlog(5, 10));
+    let snap = s.wait_for(WAIT, "the backlog", |x| x.backlogs_done == 1);
+    // One: after it, the pieces are written outside `call` and the kernel takes each at once.
+    assert_eq!(snap.drained_calls, 1);
+}
+
+#[test]
+fn large_backlog_to_a_slow_reader_is_fed_as_it_drains_by_shared_pieces() {
+    let limits = Limits { max_output_bytes: 64 * 1024, ..Limits::default() };
+    let s = start(Config { limits, ..config() });
+    let mut c = Client::from_stream(connect_tiny(s.addr, 16384));
+    c.send("GET /backlog?parts=128&size=65536 HTTP/1.1\r\nHost: t\r\n\r\n");
+    stream_head(&mut c);
+    // 8 MiB cannot all sit in the socket buffers (at most 4 MiB to send, 16 KiB to
+    // receive): a client that stops reading stops the feed, which waits for each drain.
+    c.read_throttled(256 * 1024);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.query().backlogs_done, 0, "fed as the client reads, not all at once");
+    let body = dechunk(&mut c);
+    assert_eq!(body.len(), 128 * 65536);
+    assert!(body == backlog(128, 65536), "every piece whole and in order");
+    let snap = s.wait_for(WAIT, "the backlog", |x| x.backlogs_done == 1 && x.connections == 0);
+    assert!(snap.drained_calls >= 2, "drains: {}", snap.drained_calls);
 }

@@ -3,13 +3,15 @@
 #  1. the chat demo page: two tabs on one channel, a message sent from one appears in both,
 #     in order; then one tab across a restart of the server (seqs start over: the page's
 #     cursor carries its epoch, so it shows every message once, in order);
+#  1b. the same page with EventSource (?transport=sse): two tabs, a message, a restart: the
+#     tabs resume from their cursor, no message twice, none skipped;
 #  2. a WebSocket tab: the browser's own WebSocket on /ws subscribes, receives a message
 #     published over HTTP, publishes one over the socket and receives it too;
 #  3. access control from a page on another origin: with --publish-token-file,
 #     --subscribe-key-file and --allow-origin, a page served from an allowed origin publishes
 #     with a bearer token through fetch(), reads and holds polls with a signed token (CORS);
 #     a page from another origin is refused by the browser itself and publishes nothing;
-#  3. the dashboard (/dashboard): snapshots arrive once a second over its EventSource, and a
+#  4. the dashboard (/dashboard): snapshots arrive once a second over its EventSource, and a
 #     few publishes show up in its last snapshot and its charts.
 #
 #   tests/browser/check.sh

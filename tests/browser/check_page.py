@@ -344,6 +344,56 @@ def check_dashboard(devtools, base):
     assert shown >= before + 6, "the snapshot shown on the page: %r" % shown
     print("browser check: PASS (dashboard: %d snapshots, published_total %d -> %d, legend %r)"
           % (page.eval("window.snapshotCount"), before, shown, legend))
+def check_sse(devtools, binary):
+    """The chat page with EventSource (`?transport=sse`): two tabs on a channel of their own
+    hub, a message sent from one shown in both; then a restart of the server: the tabs
+    reconnect by themselves, from their cursor, and show every message of both lives exactly
+    once, in order (no duplicate, no gap)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = "http://127.0.0.1:%d" % port
+    channel = "sse%d" % os.getpid()
+    log_js = "document.getElementById('log').innerText"
+    hub = start_hub(binary, port)
+    try:
+        http_json(base + "/pub/" + channel, b"sse before")
+        tabs = [open_tab(devtools, base + "/?transport=sse#" + channel) for _ in range(2)]
+        for t in tabs:
+            t.wait_for("document.readyState === 'complete'", "the page to load")
+            t.wait_for(log_js + ".includes('sse before')", "the retained message over SSE")
+        deadline = time.time() + 10
+        while http_json(base + "/stats").get("sse_streams", 0) < 2:
+            if time.time() > deadline:
+                raise AssertionError("the two tabs do not hold SSE streams")
+            time.sleep(0.1)
+        if http_json(base + "/stats")["waiting_polls"] != 0:
+            raise AssertionError("an SSE tab is long-polling")
+        a, b = tabs
+        a.eval("document.getElementById('text').value = 'sse from tab A';"
+               "document.getElementById('form').requestSubmit(); true")
+        for t in tabs:
+            t.wait_for(log_js + ".includes('sse from tab A')", "the message sent from tab A")
+        stop_hub(hub)
+        hub = start_hub(binary, port)
+        for text in ["sse new one", "sse new two", "sse new three"]:
+            http_json(base + "/pub/" + channel, text.encode())
+        for t in tabs:
+            t.wait_for(log_js + ".includes('sse new three')", "the new life's messages", timeout=20)
+        http_json(base + "/pub/" + channel, b"sse new four")
+        texts = ["sse before", "sse from tab A", "sse new one", "sse new two", "sse new three", "sse new four"]
+        for t in tabs:
+            t.wait_for(log_js + ".includes('sse new four')", "a message after the restart")
+            log = t.eval(log_js)
+            counts = {x: log.count(x) for x in texts}
+            assert all(n == 1 for n in counts.values()), "shown twice or skipped: %r in %r" % (counts, log)
+            order = [log.index(x) for x in texts]
+            assert order == sorted(order), "out of order across the restart: %r" % log
+        print("browser check: PASS (EventSource: two tabs, a message from A in both, a restart:"
+              " both lives' 6 messages once each, in order)")
+    finally:
+        hub.kill()
+        hub.wait()
 
 
 def main():
@@ -408,6 +458,7 @@ def main():
         check_websocket(devtools, base)
         if binary:
             check_restart(devtools, binary)
+            check_sse(devtools, binary)
         if access:
             check_cross_origin(devtools, *access)
         return 0

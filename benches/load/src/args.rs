@@ -16,6 +16,8 @@ USAGE:
   tidings-load longpoll --addr ADDR --pid PID [-n N] [--idle SECS] [--publish M] [--prefix P]
   tidings-load fanout   --addr ADDR [-n N] [--burst K] [--channel NAME] [--pid PID]
   tidings-load ws       --addr ADDR --pid PID [-n N] [--idle SECS] [--channel NAME]
+  tidings-load sse      --addr ADDR --pid PID [-n N] [--idle SECS] [--subs M] [--rate R]
+                        [-d SECS] [--channel NAME]
   tidings-load --help
 
 MODES
@@ -39,6 +41,12 @@ MODES
             ws-<our pid>); measures the server's CPU and RSS over an idle window (RSS per
             socket: the growth since before they opened, over N); then one publish (POST) and
             the delay until each socket has read its event: p50, p99, last.
+  sse       Opens N Server-Sent Events streams (GET /sse/NAME, HTTP/1.0) on one channel;
+            waits until /stats shows them; measures the server's CPU and RSS over an idle
+            window (RSS per stream = growth since before they opened, over N); publishes one
+            message and times POST written -> each stream has read it (p50, p99, last); then
+            keeps M streams and publishes R messages/s for D seconds from another thread,
+            counting the events every stream reads: messages/s delivered, and any missing.
 
 FLAGS
   --url URL             http://HOST[:PORT]/PATH, HOST = a loopback IP or localhost
@@ -59,7 +67,9 @@ FLAGS
   --publish M           longpoll: publishes, to M distinct channels [min(1000, N)]
   --prefix P            longpoll: channel name prefix [lp-<our pid>-], so reruns use new channels
   --burst K             fanout: messages in the burst [0 = no burst] (at most 100000)
-  --channel NAME        fanout/ws: the channel [fan; ws-<our pid>]
+  --channel NAME        fanout: the channel [fan]; sse: [sse-<our pid>]; ws: [ws-<our pid>]
+  --subs M              sse: streams kept for the steady-rate phase [min(1000, N)]
+  --rate R              sse: publishes per second in the steady-rate phase [1000] (1..=100000)
   -h, --help            print this and exit
 
 OUTPUT
@@ -76,6 +86,19 @@ pub enum Command {
     Longpoll(LongpollOpts),
     Fanout(FanoutOpts),
     Ws(WsOpts),
+    Sse(SseOpts),
+}
+
+#[derive(Debug, Clone)]
+pub struct SseOpts {
+    pub addr: SocketAddr,
+    pub pid: u32,
+    pub n: usize,
+    pub idle: Duration,
+    pub subs: usize,
+    pub rate: usize,
+    pub duration: Duration,
+    pub channel: String,
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +163,8 @@ struct Raw {
     prefix: Option<String>,
     burst: Option<usize>,
     channel: Option<String>,
+    subs: Option<usize>,
+    rate: Option<usize>,
 }
 
 /// Which flags each mode accepts (anything else is an error rather than silently ignored).
@@ -156,11 +181,13 @@ const HTTP_FLAGS: &[&str] = &[
 const LONGPOLL_FLAGS: &[&str] = &["--addr", "-n", "--idle", "--publish", "--pid", "--prefix"];
 const FANOUT_FLAGS: &[&str] = &["--addr", "-n", "--burst", "--channel", "--pid"];
 const WS_FLAGS: &[&str] = &["--addr", "-n", "--idle", "--channel", "--pid"];
+const SSE_FLAGS: &[&str] =
+    &["--addr", "--pid", "-n", "--idle", "--subs", "--rate", "--duration", "--channel"];
 
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
     let mut args = args.into_iter();
     let mode = match args.next() {
-        None => return Err("no mode given: http, longpoll, fanout or ws (see --help)".into()),
+        None => return Err("no mode given: http, longpoll, fanout, sse or ws (see --help)".into()),
         Some(m) if m == "--help" || m == "-h" || m == "help" => return Ok(Command::Help),
         Some(m) => m,
     };
@@ -169,6 +196,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
         "longpoll" => LONGPOLL_FLAGS,
         "fanout" => FANOUT_FLAGS,
         "ws" => WS_FLAGS,
+        "sse" => SSE_FLAGS,
         other => {
             return Err(format!("unknown mode {other:?}: expected http, longpoll, fanout or ws (see --help)"))
         }
@@ -216,6 +244,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--prefix" => raw.prefix = Some(channel_part(&name, v, 100)?),
             "--burst" => raw.burst = Some(int(&name, v, 0, 100_000)?),
             "--channel" => raw.channel = Some(channel_part(&name, v, 128)?),
+            "--subs" => raw.subs = Some(int(&name, v, 1, 60_000)?),
+            "--rate" => raw.rate = Some(int(&name, v, 1, 100_000)?),
             _ => unreachable!("flag {name} is allowed but not handled"),
         }
     }
@@ -223,6 +253,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
         "http" => http_opts(raw).map(Command::Http),
         "longpoll" => longpoll_opts(raw).map(Command::Longpoll),
         "ws" => ws_opts(raw).map(Command::Ws),
+        "sse" => sse_opts(raw).map(Command::Sse),
         _ => fanout_opts(raw).map(Command::Fanout),
     }
 }
@@ -263,6 +294,30 @@ fn longpoll_opts(raw: Raw) -> Result<LongpollOpts, String> {
         publish,
         pid,
         prefix: raw.prefix.unwrap_or_else(|| format!("lp-{}-", std::process::id())),
+    })
+}
+
+fn sse_opts(raw: Raw) -> Result<SseOpts, String> {
+    let addr = parse_addr(raw.addr.as_deref().ok_or("sse needs --addr, e.g. --addr 127.0.0.1:8080")?)?;
+    let pid = raw.pid.ok_or("sse needs --pid PID (the server's pid, to read its CPU and RSS)")?;
+    let n = raw.n.unwrap_or(1000);
+    let subs = raw.subs.unwrap_or(n.min(1000));
+    if subs > n {
+        return Err(format!("--subs {subs} is more than the {n} streams (-n)"));
+    }
+    let channel = raw.channel.unwrap_or_else(|| format!("sse-{}", std::process::id()));
+    if channel.bytes().all(|b| b == b'.') {
+        return Err("--channel: a channel name cannot be only dots".into());
+    }
+    Ok(SseOpts {
+        addr,
+        pid,
+        n,
+        idle: raw.idle.unwrap_or(Duration::from_secs(5)),
+        subs,
+        rate: raw.rate.unwrap_or(1000),
+        duration: raw.duration.unwrap_or(Duration::from_secs(5)),
+        channel,
     })
 }
 
@@ -452,6 +507,13 @@ mod tests {
             Command::Fanout(o) => assert_eq!((o.n, o.burst, o.channel.as_str()), (1000, 50, "fan")),
             other => panic!("{other:?}"),
         }
+        match args("sse --addr 127.0.0.1:8080 --pid 3 -n 500 --rate 20 -d 2").unwrap() {
+            Command::Sse(o) => {
+                assert_eq!((o.n, o.subs, o.rate, o.pid), (500, 500, 20, 3));
+                assert_eq!(o.duration, Duration::from_secs(2));
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(args("--help").unwrap(), Command::Help));
         assert!(matches!(args("fanout -h").unwrap(), Command::Help));
         for bad in [
@@ -467,6 +529,10 @@ mod tests {
             "longpoll --addr 127.0.0.1:8080 --pid 1 -n 10 --publish 11",
             "fanout --addr 127.0.0.1:8080 --channel a/b",
             "fanout --addr 127.0.0.1:8080 stray",
+            "sse --addr 127.0.0.1:8080",
+            "sse --addr 127.0.0.1:8080 --pid 1 -n 10 --subs 11",
+            "sse --addr 127.0.0.1:8080 --pid 1 --rate 0",
+            "sse --addr 10.0.0.1:8080 --pid 1",
         ] {
             assert!(args(bad).is_err(), "accepted: {bad:?}");
         }

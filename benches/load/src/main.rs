@@ -9,6 +9,8 @@
 //!   every subscriber must receive exactly once, in order;
 //! * `ws`: N WebSockets subscribed to one channel: idle CPU and RSS per socket, and the
 //!   delivery of one publish to all of them (p50, p99, last).
+//! * `sse`: N Server-Sent Events streams: idle CPU and RSS per stream, one publish's delivery
+//!   to all of them, and messages/s to M streams at a steady publish rate.
 //!
 //! One reactor thread, no async runtime: run it pinned to a core of its own
 //! (`taskset -c 1 tidings-load ...`) beside a server pinned to another.
@@ -21,6 +23,7 @@ mod hist;
 mod http_mode;
 mod longpoll;
 mod parse;
+mod sse;
 mod ws;
 
 use std::process::ExitCode;
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         args::Command::Longpoll(o) => o.n,
         args::Command::Fanout(o) => o.n,
         args::Command::Ws(o) => o.n,
+        args::Command::Sse(o) => o.n,
     };
     if (need as u64) + 64 > nofile {
         eprintln!(
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         args::Command::Longpoll(o) => longpoll::run(o),
         args::Command::Fanout(o) => fanout::run(o),
         args::Command::Ws(o) => ws::run(o),
+        args::Command::Sse(o) => sse::run(o),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

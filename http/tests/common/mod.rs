@@ -15,6 +15,7 @@
 //! | `/close` | 200 `bye`, asking the server to close |
 //! | `/sleep?ms=N` | blocks the loop for N ms (a slow handler), then 200 `slept` |
 //! | `/stream` | a streaming 200 (`text/event-stream`): [`Msg::Push`] writes to it, [`Msg::EndStreams`] ends it |
+//! | `/backlog?parts=N&size=S` | a streaming 200 of N pieces of S bytes (piece i is [`pattern`]`(S, i % 4)`, four `Rc`s sent with `send_shared`), written as the socket drains: a piece, the next at once if the kernel took it all, else on `on_drained` |
 //! | `/upgrade` | with `Upgrade: lines`, 101 and a line protocol: each line comes back upper-cased, `quit` ends it with `bye` |
 //! | anything else | 404 |
 //!
@@ -26,6 +27,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::rc::Rc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -82,6 +84,10 @@ pub struct Snapshot {
     pub streams_started: u64,
     /// `on_close` calls that handed back a stream's note (a stream or upgrade the client left).
     pub streams_closed: u64,
+    /// `on_drained` calls.
+    pub drained_calls: u64,
+    /// `/backlog` streams that wrote all their pieces.
+    pub backlogs_done: u64,
 }
 
 impl Snapshot {
@@ -117,6 +123,17 @@ pub struct TestService {
     lines: HashMap<StreamId, Vec<u8>>,
     streams_started: u64,
     streams_closed: u64,
+    /// `/backlog` streams still writing.
+    backlogs: HashMap<StreamId, Backlog>,
+    drained_calls: u64,
+    backlogs_done: u64,
+}
+
+/// A `/backlog` stream: its pieces, how many it writes and how many are written.
+struct Backlog {
+    pieces: Vec<Rc<[u8]>>,
+    parts: usize,
+    written: usize,
 }
 
 /// The note of a stream (held responders' notes count up from 1).
@@ -136,6 +153,29 @@ impl TestService {
             lines: HashMap::new(),
             streams_started: 0,
             streams_closed: 0,
+            backlogs: HashMap::new(),
+            drained_calls: 0,
+            backlogs_done: 0,
+        }
+    }
+
+    /// Writes the next pieces of a `/backlog` while the kernel takes them whole.
+    fn feed_backlog(&mut self, ctx: &mut Ctx<'_, TestService>, stream: StreamId) {
+        while let Some(Backlog { pieces, parts, written }) = self.backlogs.get_mut(&stream) {
+            if *written == *parts {
+                self.backlogs.remove(&stream);
+                self.backlogs_done += 1;
+                let _ = ctx.end(stream);
+                return;
+            }
+            if ctx.send_shared(&stream, &pieces[*written % pieces.len()]).is_err() {
+                self.backlogs.remove(&stream);
+                return;
+            }
+            *written += 1;
+            if ctx.pending(&stream) != Some(0) {
+                return;
+            }
         }
     }
 
@@ -160,6 +200,8 @@ impl TestService {
             on_shutdown_calls: self.on_shutdown_calls,
             streams_started: self.streams_started,
             streams_closed: self.streams_closed,
+            drained_calls: self.drained_calls,
+            backlogs_done: self.backlogs_done,
         }
     }
 }
@@ -238,6 +280,17 @@ impl Service for TestService {
                 }
                 return;
             }
+            "/backlog" => {
+                let parts: usize = param(req, "parts", 1);
+                let size: usize = param(req, "size", 1);
+                let pieces = (0..4).map(|i| Rc::from(pattern(size, i))).collect();
+                if let Ok(stream) = ctx.respond_stream(responder, Response::new(200)) {
+                    ctx.set_stream_note(&stream, STREAM_NOTE);
+                    self.backlogs.insert(stream, Backlog { pieces, parts, written: 0 });
+                    self.feed_backlog(ctx, stream);
+                }
+                return;
+            }
             "/upgrade" if req.header("upgrade") == Some(b"lines") => {
                 let head = Response::new(101).header("Upgrade", "lines").header("Connection", "upgrade");
                 if let Ok(stream) = ctx.upgrade(responder, head) {
@@ -283,6 +336,11 @@ impl Service for TestService {
             }
             let _ = ctx.send(&stream, &line.to_ascii_uppercase());
         }
+    }
+
+    fn on_drained(&mut self, ctx: &mut Ctx<'_, TestService>, stream: StreamId) {
+        self.drained_calls += 1;
+        self.feed_backlog(ctx, stream);
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_, TestService>, msg: Msg) {
