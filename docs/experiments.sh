@@ -33,6 +33,8 @@ EXPERIMENTS=(
   "channels-never-dropped@docs/08-long-poll.md@app/src/hub.rs@s|if c\.messages\.is_empty\(\) && c\.waiters\.is_empty\(\) \{|if false {|@--test bounds -- --exact messages_expire_and_an_idle_hub_returns_to_empty"
   "one-body-per-waiter@docs/08-long-poll.md@app/src/hub.rs@s|if !matches!\(deliveries\.last\(\), Some\(d\) if d\.cursor == cursor\) \{|if true {|@-p tidings --lib -- --exact hub::tests::a_publish_describes_one_answer_per_cursor_for_its_waiters"
   "smuggling-te-wins@docs/09-http-details.md@http/src/request.rs@s|if transfer_encoding && content_length\.is_some\(\) \{|if false && transfer_encoding && content_length.is_some() {|@-p tidings-http --test rejections -- --exact content_length_and_transfer_encoding_is_400_and_close"
+  "drain-not-told@docs/11-streams-and-upgrades.md@http/src/conn.rs@s|if stream_output \{|if false \&\& stream_output {|@-p tidings-http --test streams -- --exact small_backlog_written_from_call_goes_on_when_the_flush_drains_it"
+  "unmasked-frames-accepted@docs/11-streams-and-upgrades.md@app/src/ws/frame.rs@s|if b\[1\] \& 0x80 == 0 \{|if false \&\& b[1] \& 0x80 == 0 {|@--test ws -- --exact unmasked_frame_is_a_protocol_error"
 )
 
 field() { # field INDEX RECORD
