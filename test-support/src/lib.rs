@@ -20,6 +20,7 @@
 //! | [`limits`] | resource limits: this process's fd limit, a limit set in a child before exec |
 //! | [`sockets`] | client sockets shaped before connect, int options, close with RST |
 //! | [`process`] | signals to a process |
+//! | [`redis`] | a real `redis-server` on a free port: stop, continue, kill, restart empty, inspect |
 //! | [`json`] | a strict JSON reader (RFC 8259) for the hub's answers |
 //! | [`base64`] | strict base64 decoding (`data_b64` of the hub's answers) |
 //! | [`rng`] | xorshift64*: reproducible randomness without a dependency |
@@ -30,6 +31,7 @@ pub mod json;
 pub mod limits;
 pub mod process;
 pub mod procfs;
+pub mod redis;
 pub mod rng;
 pub mod sockets;
 
