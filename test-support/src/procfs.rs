@@ -1,6 +1,7 @@
 //! What a test or a bench reads about a process from `/proc`: CPU time (`/proc/PID/stat`,
 //! utime + stime, in clock ticks), resident memory (`/proc/PID/status`, VmRSS), open file
-//! descriptors (`/proc/PID/fd`) and threads (`/proc/PID/task`).
+//! descriptors (`/proc/PID/fd`), threads (`/proc/PID/task`) and the TCP connections a process
+//! accepted on a port (`/proc/PID/fd` joined with `/proc/net/tcp`).
 //!
 //! CPU time comes in ticks of 1/`sysconf(_SC_CLK_TCK)` s (normally 10 ms), so a window of a
 //! few seconds at full load gives a figure to well under 1%; an idle window reads 0 or 1
@@ -94,6 +95,33 @@ pub fn thread_count(pid: u32) -> io::Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/task"))?.count())
 }
 
+/// Established IPv4 TCP connections held by process `pid` whose local port is `port`: the
+/// clients it accepted on that port (its listener is not counted). Tells which of several
+/// processes sharing a port (SO_REUSEPORT) took which connections.
+pub fn established_on_port(pid: u32, port: u16) -> io::Result<usize> {
+    let mut inodes = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        // An fd closed between the listing and the readlink is simply not counted.
+        let Ok(target) = std::fs::read_link(entry?.path()) else { continue };
+        let target = target.to_string_lossy();
+        if let Some(inode) = target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) {
+            inodes.insert(inode.to_string());
+        }
+    }
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))?;
+    Ok(parse_tcp_table(&table).filter(|(p, inode)| *p == port && inodes.contains(*inode)).count())
+}
+
+/// `(local port, inode)` of the ESTABLISHED (state `01`) rows of a `/proc/net/tcp` table.
+fn parse_tcp_table(table: &str) -> impl Iterator<Item = (u16, &str)> {
+    table.lines().skip(1).filter_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+        let port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
+        (*state == "01").then_some((port, *inode))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +170,27 @@ mod tests {
     }
 
     #[test]
+    fn tcp_rows_by_local_port() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 111 1 0 100 0 0 10 0\n\
+   1: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 222 1 0 20 4 30 10 -1\n\
+   2: 0100007F:D431 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000        0 333 1 0 20 4 30 10 -1\n";
+        let rows: Vec<(u16, &str)> = parse_tcp_table(table).collect();
+        assert_eq!(rows, [(8080, "222"), (54321, "333")], "the listener (0A) is left out");
+    }
+
+    #[test]
+    fn our_own_accepted_connection_is_counted() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let me = std::process::id();
+        let before = established_on_port(me, port).unwrap();
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (_accepted, _) = listener.accept().unwrap();
+        assert_eq!(established_on_port(me, port).unwrap(), before + 1);
+    }
+
+    #[test]
     fn a_missing_process_is_an_error() {
         // Above the kernel's largest pid (4,194,304), so no such process can exist.
         let pid = 4_194_305 + 7;
@@ -149,5 +198,6 @@ mod tests {
         assert!(rss_bytes(pid).is_err());
         assert!(fd_count(pid).is_err());
         assert!(thread_count(pid).is_err());
+        assert!(established_on_port(pid, 80).is_err());
     }
 }
