@@ -36,7 +36,7 @@ use crate::conn::Conn;
 use crate::date::DateCache;
 use crate::log::log;
 use crate::response::HeadCache;
-use crate::service::{Ctx, Loop, ServerStats, Service};
+use crate::service::{Ctx, Loop, ServerStats, Service, SERVICE_TAG_BIT};
 use crate::{Config, Limits};
 
 /// What a timer of the server's loop is for.
@@ -297,6 +297,9 @@ impl<S: Service> Handler<S::Msg, ServerTimer<S::Timer>> for Server<S> {
     fn on_io(&mut self, r: &mut Loop<S>, ev: Event) {
         if ev.tag == LISTENER {
             self.accept_ready(r);
+        } else if ev.tag & SERVICE_TAG_BIT != 0 {
+            let mut ctx = Ctx { reactor: r, core: &mut self.core };
+            self.service.on_io(&mut ctx, ev.tag & !SERVICE_TAG_BIT, ev);
         } else {
             self.conn_ready(r, ev.tag, ev);
         }
