@@ -1333,7 +1333,7 @@ mod tests {
         assert_eq!(shape(&h, &p), vec![(vec![3, 4], false, vec![1], 0), (vec![1, 2], true, vec![3], 0)]);
         assert_eq!(h.waiting_on("c"), 1, "the tail waiter stays");
         // Now held: answered locally, no load.
-        assert_eq!(sub(&mut h, "c", Some(Cursor { since: 3, epoch: Some(e) })).contains("\"seq\":4"), true);
+        assert!(sub(&mut h, "c", Some(Cursor { since: 3, epoch: Some(e) })).contains("\"seq\":4"));
         assert!(h.take_wanted().is_empty());
     }
 
