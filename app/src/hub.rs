@@ -260,6 +260,15 @@ pub struct Hold {
     pub epoch: u32,
     /// How it asked (kept for a mirror's channel that is loading).
     pub asked: Asked,
+    /// The channel is loading (a mirror's): see [`Hold::asked_while_loading`].
+    pub loading: bool,
+}
+
+impl Hold {
+    /// Whether the channel was loading (a mirror's): the hold is not an answer yet.
+    pub fn asked_while_loading(&self) -> bool {
+        self.loading
+    }
 }
 
 /// What a subscribe asks of the caller.
@@ -884,9 +893,9 @@ impl<W> Hub<W> {
         if c.state == ChannelState::Loading {
             // Parked as asked; the load answers it (see `Hub::load`).
             let (since, epoch) = cursor.map_or((0, 0), |c| (c.since, c.epoch.unwrap_or(0)));
-            return Poll::Hold(Hold { chan: key, cursor: since, epoch, asked });
+            return Poll::Hold(Hold { chan: key, cursor: since, epoch, asked, loading: true });
         }
-        let hold = Hold { chan: key, cursor: last_seq, epoch, asked };
+        let hold = Hold { chan: key, cursor: last_seq, epoch, asked, loading: false };
         let poll = match cursor.map(|c| resolve(c, epoch, last_seq)) {
             None | Some(Resolved::UpToDate) => Poll::Hold(hold),
             Some(Resolved::Reset) => Poll::Messages(self.batch(key, 0, true)),
@@ -1001,6 +1010,11 @@ impl<W> Hub<W> {
         }
         self.drop_if_unused(w.chan);
         Some(Removed { payload: w.payload, cursor: w.cursor, epoch })
+    }
+
+    /// Whether waiter `key` waits for its channel to load (a mirror's).
+    pub fn is_loading(&self, key: usize) -> bool {
+        self.waiters.get(key).is_some_and(|w| self.channels[w.chan as usize].state == ChannelState::Loading)
     }
 
     /// Keys of every waiter (for shutdown).

@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod dashboard;
 pub mod hub;

@@ -133,6 +133,9 @@ impl<S: Service> Server<S> {
 
     /// Runs the loop until a graceful shutdown completes (or `reactor.stop()`).
     pub fn run(&mut self, reactor: &mut Loop<S>) -> io::Result<()> {
+        let mut ctx = Ctx { reactor, core: &mut self.core };
+        self.service.on_start(&mut ctx);
+        self.apply_service_effects(reactor);
         reactor.run(self)
     }
 

@@ -104,6 +104,10 @@ pub trait Service: Sized {
     /// What the service's timers carry ([`Ctx::set_timer`], [`Service::on_timer`]).
     type Timer: Clone;
 
+    /// The loop is about to run (before the first request): open the service's own sockets,
+    /// set its first timers.
+    fn on_start(&mut self, _ctx: &mut Ctx<'_, Self>) {}
+
     /// A request arrived. Answer it through `ctx.respond(responder, ..)`, now or later.
     fn call(&mut self, ctx: &mut Ctx<'_, Self>, req: &Request<'_>, responder: Responder);
 

@@ -4,4 +4,5 @@
 //!   reads one reply from the front of a buffer (or says "incomplete", or "broken stream"), and
 //!   [`resp::encode_command`] writes a command. The connection code on the reactor builds on it.
 
+pub mod conn;
 pub mod resp;
