@@ -41,7 +41,25 @@ pub struct Options {
     pub sse_heartbeat: Duration,
     /// `--max-stream-backlog`: an SSE stream whose unsent output passes this is dropped.
     pub max_stream_backlog: usize,
+    /// `--redis`, `--redis-password-file`, `--redis-timeout`: cluster mode (see
+    /// [`crate::cluster`]); `None` runs the in-memory hub alone.
+    pub redis: Option<RedisOptions>,
 }
+
+/// Where the cluster's Redis is and how to talk to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// `--redis redis://HOST:PORT[/DB]`, HOST resolved once at start.
+    pub addr: std::net::SocketAddr,
+    pub db: u32,
+    /// `--redis-password-file`: sent with `AUTH` on every connection.
+    pub password: Option<String>,
+    /// `--redis-timeout`: a command not answered within it marks the connection down.
+    pub timeout: Duration,
+}
+
+/// `--redis-timeout`'s default.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Default for Options {
     fn default() -> Self {
@@ -59,6 +77,7 @@ impl Default for Options {
             ws: WsLimits::default(),
             sse_heartbeat: Duration::from_secs(15),
             max_stream_backlog: 1024 * 1024,
+            redis: None,
         }
     }
 }
@@ -108,6 +127,13 @@ USAGE: tidings [FLAGS]
                                      after this long without traffic [15]
   --max-stream-backlog BYTES         a GET /sse stream whose unsent output passes this is
                                      disconnected (it resumes by Last-Event-ID) [1048576]
+  --redis redis://HOST:PORT[/DB]     cluster mode: share channels with every tidings node
+                                     on this Redis (seqs, epochs and history live there) [off]
+  --redis-password-file PATH         AUTH with the file's first line on each Redis connection
+  --redis-timeout SECS               a Redis command unanswered this long marks the
+                                     connection down (publishes get 503) and it is redone [1]
+  --reuse-port                       let several processes listen on --listen (SO_REUSEPORT);
+                                     needs --redis, or they would not share channels
   --help                             print this and exit
 
   tidings token CHANNEL [--ttl SECS] --subscribe-key-file PATH
@@ -155,6 +181,7 @@ pub(crate) const MAX_TOKEN_TTL: u64 = 10 * 366 * 86_400;
 /// Parses the arguments (without the program name).
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
     let mut o = Options::default();
+    let (mut redis_url, mut redis_password, mut redis_timeout) = (None, None, DEFAULT_REDIS_TIMEOUT);
     let mut args = args.into_iter().peekable();
     if args.peek().is_some_and(|a| a == "token") {
         args.next();
@@ -169,6 +196,10 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--help" | "-h" => return Ok(Command::Help),
             "--access-log" => {
                 o.access_log = true;
+                continue;
+            }
+            "--reuse-port" => {
+                o.http.reuse_port = true;
                 continue;
             }
             _ => {}
@@ -223,11 +254,60 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--ws-ping" => o.ws.ping = positive_seconds(&name, v)?,
             "--sse-heartbeat" => o.sse_heartbeat = positive_seconds(&name, v)?,
             "--max-stream-backlog" => o.max_stream_backlog = count(&name, v, 1)?,
+            "--redis" => redis_url = Some(redis_url_of(&name, v)?),
+            "--redis-password-file" => redis_password = Some(password_file(&name, v)?),
+            "--redis-timeout" => redis_timeout = positive_seconds(&name, v)?,
             _ => return Err(format!("unknown flag {name} (see --help)")),
         }
     }
+    o.redis = match (redis_url, redis_password) {
+        (Some((addr, db)), password) => Some(RedisOptions { addr, db, password, timeout: redis_timeout }),
+        (None, Some(_)) => return Err("--redis-password-file needs --redis".into()),
+        (None, None) => None,
+    };
+    if o.http.reuse_port && o.redis.is_none() {
+        return Err("--reuse-port needs --redis: processes sharing a port must share their channels".into());
+    }
     o.check()?;
     Ok(Command::Run(o))
+}
+
+/// `redis://HOST[:PORT][/DB]` (port 6379, db 0 by default); HOST is resolved now, once.
+fn redis_url_of(name: &str, v: &str) -> Result<(std::net::SocketAddr, u32), String> {
+    use std::net::ToSocketAddrs as _;
+    let want = "redis://HOST:PORT[/DB]";
+    let rest = v.strip_prefix("redis://").ok_or_else(|| bad(name, v, want))?;
+    let (hostport, db) = match rest.split_once('/') {
+        None | Some((_, "")) => (rest.trim_end_matches('/'), 0),
+        Some((hp, db)) => {
+            (hp, db.parse::<u32>().ok().filter(|&d| d < 10_000).ok_or_else(|| bad(name, v, want))?)
+        }
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            (h, p.parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(|| bad(name, v, want))?)
+        }
+        _ => (hostport, 6379),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad(name, v, want));
+    }
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("{name} {v:?}: cannot resolve {host:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{name} {v:?}: {host:?} has no address"))?;
+    Ok((addr, db))
+}
+
+/// The first line of a secret file, trimmed; missing, unreadable or empty is an error.
+fn password_file(name: &str, path: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{name} {path:?}: {e}"))?;
+    match text.lines().next().map(str::trim) {
+        Some(line) if !line.is_empty() => Ok(line.to_string()),
+        _ => Err(format!("{name} {path:?}: the file is empty")),
+    }
 }
 
 /// The arguments of `tidings token` (after the word `token`).
@@ -434,6 +514,30 @@ mod tests {
         for (flag, v) in [("--sse-heartbeat", "0"), ("--sse-heartbeat", "x"), ("--max-stream-backlog", "0")] {
             assert!(run(&[flag, v]).unwrap_err().contains(flag), "{flag} {v}");
         }
+    }
+
+    #[test]
+    fn redis_flags() {
+        let o =
+            run(&["--redis", "redis://127.0.0.1:6390/2", "--redis-timeout", "0.5", "--reuse-port"]).unwrap();
+        let r = o.redis.unwrap();
+        assert_eq!((r.addr.port(), r.db, r.timeout), (6390, 2, Duration::from_millis(500)));
+        assert!(o.http.reuse_port);
+        assert_eq!(run(&["--redis", "redis://127.0.0.1"]).unwrap().redis.unwrap().addr.port(), 6379);
+        assert!(run(&[]).unwrap().redis.is_none());
+        let e = run(&["--reuse-port"]).unwrap_err();
+        assert!(e.contains("--reuse-port") && e.contains("--redis"), "{e}");
+        for url in
+            ["http://x", "redis://", "redis://127.0.0.1:notaport", "redis://127.0.0.1:0", "redis://h:1/x"]
+        {
+            assert!(run(&["--redis", url]).unwrap_err().contains("--redis"), "{url}");
+        }
+        assert!(run(&["--redis", "redis://127.0.0.1:1", "--redis-timeout", "0"]).is_err());
+        let pw = secret_file("redispw", b"hunter2\nrest\n");
+        let o = run(&["--redis", "redis://127.0.0.1:1", "--redis-password-file", &pw]).unwrap();
+        assert_eq!(o.redis.unwrap().password.as_deref(), Some("hunter2"));
+        assert!(run(&["--redis-password-file", &pw]).unwrap_err().contains("--redis"));
+        let _ = std::fs::remove_file(pw);
     }
 
     #[test]

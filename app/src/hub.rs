@@ -50,6 +50,19 @@
 //!   it, so the caller renders each body once and shares its bytes with every waiter of the
 //!   group.
 //!
+//! # Why a mirror mode
+//! In cluster mode ([`crate::cluster`]) the log of a channel lives in Redis, which assigns
+//! seqs and epochs; the hub of each node is a **mirror** of the channels it has subscribers
+//! for ([`Hub::mirror`]). Nothing else changes for the transports: a subscribe on a channel
+//! the mirror does not hold yet parks the subscriber on a channel that is *loading* (its
+//! cursor kept as it was asked, [`Asked`]) and names the channel in [`Hub::take_wanted`];
+//! the cluster reads it from Redis and hands it to [`Hub::load`], which answers every parked
+//! subscriber as a subscribe would have (and again after a reconnect or a gap: the mirror is
+//! replaced, and whoever is behind gets what is new). Each publish, wherever it was made,
+//! comes back as a notification and goes through [`Hub::append`], which takes it only in
+//! order (a gap or another epoch asks for a reload) and wakes the waiters as
+//! [`Hub::publish`] does. The bounds are the same: the mirror is an ordinary hub.
+//!
 //! A [`Batch`] is a description: the channel, its epoch, the run of retained messages to send
 //! (as a range of seqs, read back with [`Hub::messages`] before the hub changes again),
 //! `next`, `missed`, `reset`. Which messages fit in an answer is the model's decision (at most
@@ -137,7 +150,9 @@ struct AgeEntry {
 
 struct Channel {
     name: Box<str>,
+    /// In a mirror, 0 until loaded, and for a channel Redis has no life of yet.
     epoch: u32,
+    state: ChannelState,
     gen: u32,
     /// Retained messages; the last has seq `last_seq`, and seqs are contiguous.
     messages: VecDeque<Message>,
@@ -156,6 +171,26 @@ impl Channel {
     }
 }
 
+/// Whether a channel's messages can be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChannelState {
+    /// Its messages are here (always, outside a mirror).
+    Ready,
+    /// A mirror's channel whose log is being read from Redis: subscribers park with their
+    /// cursor as asked, and [`Hub::load`] answers them.
+    Loading,
+}
+
+/// How a subscriber gave its cursor, kept while its channel loads (a mirror only): its
+/// `since` is the waiter's cursor, its epoch is here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// No cursor: only what is published from now on.
+    Tail,
+    /// `since` in this epoch (`None`: not said).
+    Since(Option<u32>),
+}
+
 /// A subscriber waiting for a message, with the caller's payload.
 struct Waiter<W> {
     chan: u32,
@@ -163,7 +198,18 @@ struct Waiter<W> {
     pos: u32,
     cursor: u64,
     wakes: Wakes,
+    /// How the cursor was asked (it matters only until the channel is loaded).
+    asked: Asked,
     payload: W,
+}
+
+/// What waking does to one waiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// It is up to date: it stays, at this cursor.
+    Stay(u64),
+    /// Send it what follows `cursor` (from the oldest retained if `reset`).
+    Deliver { cursor: u64, reset: bool },
 }
 
 /// How often a parked subscriber is woken.
@@ -212,6 +258,17 @@ pub struct Hold {
     /// Where the subscriber stands (the channel's last seq): its 304's ETag.
     pub cursor: u64,
     pub epoch: u32,
+    /// How it asked (kept for a mirror's channel that is loading).
+    pub asked: Asked,
+    /// The channel is loading (a mirror's): see [`Hold::asked_while_loading`].
+    pub loading: bool,
+}
+
+impl Hold {
+    /// Whether the channel was loading (a mirror's): the hold is not an answer yet.
+    pub fn asked_while_loading(&self) -> bool {
+        self.loading
+    }
 }
 
 /// What a subscribe asks of the caller.
@@ -260,6 +317,19 @@ pub struct Removed<W> {
     pub epoch: u32,
 }
 
+/// What a notification of a mirror ([`Hub::append`]) did.
+#[derive(Debug)]
+pub enum Appended<W> {
+    /// Taken, in order: deliver it.
+    Delivered(Published<W>),
+    /// Already here (the load that followed a subscribe had it).
+    Duplicate,
+    /// Not in order (a seq was skipped, or another epoch): read the channel again.
+    Gap,
+    /// The channel is not held, or still loading.
+    NotLoaded,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HubError {
     /// A new channel with messages would exceed `max_channels`.
@@ -291,6 +361,10 @@ pub struct HubStats {
 /// The hub, parking a `W` for each waiting subscriber (see the module docs).
 pub struct Hub<W> {
     limits: HubLimits,
+    /// A mirror of Redis (cluster mode) or the log itself.
+    mirror: bool,
+    /// Mirror: channels subscribed to that are not held yet, for the cluster to load.
+    wanted: Vec<Box<str>>,
     names: HashMap<Box<str>, u32>,
     channels: Slab<Channel>,
     /// Channels holding at least one message (what `max_channels` bounds).
@@ -303,6 +377,31 @@ pub struct Hub<W> {
     stats: HubStats,
 }
 
+/// Where a cursor stands against a channel in epoch `epoch` at `last_seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resolved {
+    /// Another life: start over from the oldest retained message.
+    Reset,
+    /// Messages after this seq are to be sent.
+    After(u64),
+    /// Nothing newer: wait.
+    UpToDate,
+}
+
+fn resolve(cursor: Cursor, epoch: u32, last_seq: u64) -> Resolved {
+    match cursor {
+        // Another life of the channel: start over from its oldest message, even if nothing
+        // is retained (then `next` tells the client where this life stands). A client at 0 of
+        // a channel at 0 has nothing to start over from: it waits, as otherwise every poll of
+        // an idle channel (dropped and created anew between two polls) would be a reset.
+        Cursor { since, epoch: Some(e) } if e != epoch && !(since == 0 && last_seq == 0) => Resolved::Reset,
+        // Without an epoch, a cursor ahead of the channel is the only sign of a new life.
+        Cursor { since, epoch: None } if since > last_seq => Resolved::Reset,
+        Cursor { since, .. } if since < last_seq && last_seq > 0 => Resolved::After(since),
+        _ => Resolved::UpToDate,
+    }
+}
+
 /// Whether `name` is a valid channel name: 1..=128 bytes of `[A-Za-z0-9._:-]`, not only dots.
 pub fn valid_channel_name(name: &str) -> bool {
     (1..=128).contains(&name.len())
@@ -313,7 +412,7 @@ pub fn valid_channel_name(name: &str) -> bool {
 /// Epochs: a splitmix64 sequence from a seed of the OS's randomness (mixed with the clock and
 /// the pid, should `/dev/urandom` be unreadable). Not for secrets: an epoch only has to differ
 /// from the last life's, and a restarted process must not repeat its predecessor's.
-struct EpochSource {
+pub(crate) struct EpochSource {
     state: u64,
 }
 
@@ -322,7 +421,7 @@ impl EpochSource {
         EpochSource { state: seed }
     }
 
-    fn from_os() -> EpochSource {
+    pub(crate) fn from_os() -> EpochSource {
         use std::io::Read as _;
         let mut bytes = [0u8; 8];
         let urandom = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
@@ -336,12 +435,18 @@ impl EpochSource {
         EpochSource::new(seed)
     }
 
-    fn next(&mut self) -> u32 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) as u32
+    /// The next epoch: never 0, which a mirror uses for "no life yet".
+    pub(crate) fn next(&mut self) -> u32 {
+        loop {
+            self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            let e = (z ^ (z >> 31)) as u32;
+            if e != 0 {
+                return e;
+            }
+        }
     }
 }
 
@@ -355,6 +460,8 @@ impl<W> Hub<W> {
     pub fn with_epoch_seed(limits: HubLimits, seed: Option<u64>) -> Hub<W> {
         Hub {
             limits,
+            mirror: false,
+            wanted: Vec::new(),
             names: HashMap::new(),
             channels: Slab::new(),
             channels_with_messages: 0,
@@ -364,6 +471,15 @@ impl<W> Hub<W> {
             waiters: Slab::new(),
             stats: HubStats::default(),
         }
+    }
+
+    /// A mirror of the channels of a Redis (see the module docs).
+    pub fn mirror(limits: HubLimits) -> Hub<W> {
+        Hub { mirror: true, ..Hub::new(limits) }
+    }
+
+    pub fn is_mirror(&self) -> bool {
+        self.mirror
     }
 
     pub fn limits(&self) -> &HubLimits {
@@ -385,9 +501,17 @@ impl<W> Hub<W> {
         }
         self.next_gen = self.next_gen.wrapping_add(1);
         let name: Box<str> = name.into();
+        let (epoch, state) = match self.mirror {
+            false => (self.epochs.next(), ChannelState::Ready),
+            true => {
+                self.wanted.push(name.clone());
+                (0, ChannelState::Loading)
+            }
+        };
         let key = self.channels.insert(Channel {
             name: name.clone(),
-            epoch: self.epochs.next(),
+            epoch,
+            state,
             gen: self.next_gen,
             messages: VecDeque::new(),
             last_seq: 0,
@@ -413,6 +537,7 @@ impl<W> Hub<W> {
     /// and the woken waiters' payloads, grouped by the answer each must be sent (render them
     /// before the hub changes again: see [`Batch`]).
     pub fn publish(&mut self, name: &str, data: Vec<u8>, now_ms: u64) -> Result<Published<W>, HubError> {
+        debug_assert!(!self.mirror, "a mirror takes its messages from Redis (append)");
         let cost = data.len().saturating_add(MESSAGE_OVERHEAD);
         if cost > self.limits.retain_bytes || cost > self.limits.max_retained_bytes {
             return Err(HubError::TooLarge);
@@ -427,11 +552,22 @@ impl<W> Hub<W> {
             }
             None => self.channel_key(name),
         };
+        if self.channels[key as usize].messages.is_empty()
+            && self.channels_with_messages >= self.limits.max_channels
+        {
+            return Err(HubError::TooManyChannels);
+        }
+        let seq = self.push_message(key, data, now_ms);
+        self.stats.published_total += 1;
+        Ok(self.woken_by(key, seq))
+    }
+
+    /// Appends a message to channel `key` as seq `last_seq + 1`, counting it. The caller
+    /// made room for it.
+    fn push_message(&mut self, key: u32, data: Vec<u8>, now_ms: u64) -> u64 {
+        let cost = data.len() + MESSAGE_OVERHEAD;
         let c = &mut self.channels[key as usize];
         if c.messages.is_empty() {
-            if self.channels_with_messages >= self.limits.max_channels {
-                return Err(HubError::TooManyChannels);
-            }
             self.channels_with_messages += 1;
         }
         c.last_seq += 1;
@@ -442,57 +578,226 @@ impl<W> Hub<W> {
         self.age.push_back(AgeEntry { chan: key, chan_gen: c.gen, seq, published_ms: now_ms });
         self.stats.retained_bytes += cost;
         self.stats.retained_messages += 1;
-        self.stats.published_total += 1;
+        seq
+    }
 
+    /// What a new message (seq `seq`, just pushed) does: every waiter of the channel gets it.
+    fn woken_by(&mut self, key: u32, seq: u64) -> Published<W> {
         // The channel's own limits before the answers are described, so that every message
         // a batch names is still retained when the caller renders it. The waiters lose
         // nothing to it: each parked at the channel's last seq and every publish wakes them
         // all, so they only need the new message, which the limits always keep (its cost is
         // within `retain_bytes`, checked above).
         self.trim(key);
+        let deliveries = self.wake(key, |w| Wake::Deliver { cursor: w.cursor, reset: false });
+        let epoch = self.channels[key as usize].epoch;
+        self.sweep_age_queue();
+        Published { seq, epoch, deliveries }
+    }
 
-        // Wake everyone. Waiters on one channel almost always share a cursor (they were all
-        // up to date), so the answer is described once per distinct cursor: one group per
-        // run of waiters with the same cursor, in the order they waited. Held polls leave the
-        // hub; streams stay, at the new seq, in the order they were.
+    /// Wakes the waiters of channel `key` as `plan` says for each. Waiters on one channel
+    /// almost always share a cursor (they were all up to date), so the answer is described
+    /// once per distinct cursor: one group per run of waiters with the same cursor, in the
+    /// order they waited. Held polls leave the hub; streams stay, in the order they were, at
+    /// the last seq they were sent (another round follows for a stream still behind, e.g.
+    /// after a reload: a batch holds at most `max_batch` messages).
+    fn wake(&mut self, key: u32, plan: impl Fn(&Waiter<W>) -> Wake) -> Vec<Delivery<W>> {
         let waiters = std::mem::take(&mut self.channels[key as usize].waiters);
-        let mut staying = Vec::new();
+        let last_seq = self.channels[key as usize].last_seq;
+        let mut staying = Vec::with_capacity(waiters.len());
         let mut deliveries: Vec<Delivery<W>> = Vec::new();
-        for (i, &wkey) in waiters.iter().enumerate() {
-            let cursor = self.waiters[wkey as usize].cursor;
-            if !matches!(deliveries.last(), Some(d) if d.cursor == cursor) {
-                // A new group: sized for its whole run of waiters (all still in the slab).
-                let run = 1 + waiters[i + 1..]
-                    .iter()
-                    .take_while(|&&k| self.waiters.get(k as usize).is_some_and(|o| o.cursor == cursor))
-                    .count();
-                let batch = self.batch(key, cursor, false);
-                deliveries.push(Delivery {
-                    batch,
-                    cursor,
-                    waiters: Vec::with_capacity(run),
-                    streams: Vec::new(),
-                });
-            }
-            let Some(d) = deliveries.last_mut() else { continue };
-            match self.waiters[wkey as usize].wakes {
-                Wakes::Once => d.waiters.push(self.waiters.remove(wkey as usize).payload),
-                Wakes::Every => {
-                    let w = &mut self.waiters[wkey as usize];
-                    w.cursor = seq;
-                    w.pos = staying.len() as u32;
-                    staying.push(wkey);
-                    d.streams.push(wkey as usize);
+        let mut plans: Vec<Wake> = waiters.iter().map(|&k| plan(&self.waiters[k as usize])).collect();
+        let mut round = waiters;
+        loop {
+            let mut behind = Vec::new();
+            for (i, &wkey) in round.iter().enumerate() {
+                let (cursor, reset) = match plans[i] {
+                    Wake::Stay(cursor) => {
+                        let w = &mut self.waiters[wkey as usize];
+                        w.cursor = cursor;
+                        w.pos = staying.len() as u32;
+                        staying.push(wkey);
+                        continue;
+                    }
+                    Wake::Deliver { cursor, reset } => (cursor, reset),
+                };
+                if !matches!(deliveries.last(), Some(d) if d.cursor == cursor && d.batch.reset == reset) {
+                    // A new group: sized for its whole run of waiters (all still in the slab).
+                    let run = 1 + plans[i + 1..]
+                        .iter()
+                        .take_while(|p| **p == Wake::Deliver { cursor, reset })
+                        .count();
+                    let batch = self.batch(key, cursor, reset);
+                    deliveries.push(Delivery {
+                        batch,
+                        cursor,
+                        waiters: Vec::with_capacity(run),
+                        streams: Vec::new(),
+                    });
+                }
+                let Some(d) = deliveries.last_mut() else { continue };
+                match self.waiters[wkey as usize].wakes {
+                    Wakes::Once => d.waiters.push(self.waiters.remove(wkey as usize).payload),
+                    Wakes::Every => {
+                        let w = &mut self.waiters[wkey as usize];
+                        w.cursor = d.batch.next;
+                        d.streams.push(wkey as usize);
+                        if d.batch.next < last_seq {
+                            behind.push(wkey);
+                        } else {
+                            w.pos = staying.len() as u32;
+                            staying.push(wkey);
+                        }
+                    }
                 }
             }
+            if behind.is_empty() {
+                break;
+            }
+            plans = behind
+                .iter()
+                .map(|&k| Wake::Deliver { cursor: self.waiters[k as usize].cursor, reset: false })
+                .collect();
+            round = behind;
         }
         self.channels[key as usize].waiters = staying;
         for d in &deliveries {
             self.stats.delivered_total += (d.batch.count * (d.waiters.len() + d.streams.len())) as u64;
         }
-        let epoch = self.channels[key as usize].epoch;
+        deliveries
+    }
+
+    /// Mirror: channels subscribed to that the hub does not hold yet (each named once, when
+    /// it starts loading), for the cluster to read from Redis.
+    pub fn take_wanted(&mut self) -> Vec<Box<str>> {
+        std::mem::take(&mut self.wanted)
+    }
+
+    /// Mirror: channel `name` as Redis has it (its epoch, 0 if Redis has no life of it; its
+    /// last seq; its retained messages, oldest first). Replaces what the hub held, and
+    /// answers every waiter as a subscribe would: a waiter parked while the channel loaded
+    /// by its cursor as asked, the others by where they stood (another epoch: a reset).
+    /// `None` if nobody here holds the channel any more.
+    pub fn load(
+        &mut self,
+        name: &str,
+        epoch: u32,
+        last_seq: u64,
+        messages: Vec<(u64, Vec<u8>)>,
+        now_ms: u64,
+    ) -> Option<Published<W>> {
+        let key = *self.names.get(name)?;
+        let (was_loading, old_epoch) = {
+            let c = &self.channels[key as usize];
+            (c.state == ChannelState::Loading, c.epoch)
+        };
+        // Out with the old life (a new generation: its age entries die with it).
+        while !self.channels[key as usize].messages.is_empty() {
+            let c = &mut self.channels[key as usize];
+            Self::pop_front(c, &mut self.stats, &mut self.channels_with_messages);
+        }
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let c = &mut self.channels[key as usize];
+        c.gen = self.next_gen;
+        c.epoch = epoch;
+        c.state = ChannelState::Ready;
+        // Only a contiguous run that ends at `last_seq` (Redis trims from the front).
+        let mut run: Vec<(u64, Vec<u8>)> = Vec::new();
+        for (seq, data) in messages.into_iter().rev() {
+            let want = last_seq - run.len() as u64;
+            if seq != want || want == 0 {
+                break;
+            }
+            run.push((seq, data));
+        }
+        run.reverse();
+        c.last_seq = last_seq.saturating_sub(run.len() as u64);
+        for (_, data) in run {
+            let cost = data.len().saturating_add(MESSAGE_OVERHEAD);
+            if cost > self.limits.retain_bytes {
+                // Larger than this node keeps (another node's flags): counted as evicted.
+                self.channels[key as usize].last_seq += 1;
+                self.stats.evicted_total += 1;
+                continue;
+            }
+            self.push_message(key, data, now_ms);
+        }
+        self.channels[key as usize].last_seq = last_seq;
+        self.trim(key);
+        while self.stats.retained_bytes > self.limits.max_retained_bytes && self.evict_oldest() {}
+        if !self.channels.contains(key as usize) || self.channels[key as usize].gen != self.next_gen {
+            return None;
+        }
+        let deliveries = self.wake(key, |w| {
+            let asked = match (was_loading, w.asked) {
+                (true, Asked::Tail) => return Wake::Stay(last_seq),
+                (true, Asked::Since(e)) => Cursor { since: w.cursor, epoch: e },
+                (false, _) => Cursor { since: w.cursor, epoch: Some(old_epoch) },
+            };
+            match resolve(asked, epoch, last_seq) {
+                Resolved::Reset => Wake::Deliver { cursor: 0, reset: true },
+                Resolved::After(since) => Wake::Deliver { cursor: since, reset: false },
+                Resolved::UpToDate => Wake::Stay(last_seq),
+            }
+        });
         self.sweep_age_queue();
-        Ok(Published { seq, epoch, deliveries })
+        self.drop_if_unused(key);
+        Some(Published { seq: last_seq, epoch, deliveries })
+    }
+
+    /// Mirror: a publish of channel `name` as Redis announced it. Taken only in order.
+    pub fn append(&mut self, name: &str, epoch: u32, seq: u64, data: Vec<u8>, now_ms: u64) -> Appended<W> {
+        let Some(&key) = self.names.get(name) else { return Appended::NotLoaded };
+        let c = &mut self.channels[key as usize];
+        if c.state == ChannelState::Loading {
+            return Appended::NotLoaded;
+        }
+        if c.epoch == 0 && c.last_seq == 0 && seq == 1 {
+            c.epoch = epoch; // the channel's first life begins
+        }
+        if epoch != c.epoch || seq > c.last_seq + 1 {
+            return Appended::Gap;
+        }
+        if seq <= c.last_seq {
+            return Appended::Duplicate;
+        }
+        let cost = data.len().saturating_add(MESSAGE_OVERHEAD);
+        self.expire(now_ms);
+        if cost > self.limits.retain_bytes {
+            // Larger than this node keeps: its seq passes, counted as evicted.
+            if let Some(c) = self.channels.get_mut(key as usize) {
+                c.last_seq += 1;
+            }
+            self.stats.evicted_total += 1;
+            return Appended::Gap;
+        }
+        while self.stats.retained_bytes + cost > self.limits.max_retained_bytes && self.evict_oldest() {}
+        if !self.channels.contains(key as usize) {
+            return Appended::NotLoaded;
+        }
+        let seq = self.push_message(key, data, now_ms);
+        self.stats.published_total += 1;
+        Appended::Delivered(self.woken_by(key, seq))
+    }
+
+    /// Mirror: forgets channel `name` if nobody waits on it (the node stops following it in
+    /// Redis, so what it holds would go stale). Returns whether it is gone.
+    pub fn forget(&mut self, name: &str) -> bool {
+        let Some(&key) = self.names.get(name) else { return true };
+        if !self.channels[key as usize].waiters.is_empty() {
+            return false;
+        }
+        while !self.channels[key as usize].messages.is_empty() {
+            let c = &mut self.channels[key as usize];
+            Self::pop_front(c, &mut self.stats, &mut self.channels_with_messages);
+        }
+        self.drop_if_unused(key);
+        true
+    }
+
+    /// Subscribers parked on channel `name` (held polls and streams).
+    pub fn waiting_on(&self, name: &str) -> usize {
+        self.names.get(name).map_or(0, |&k| self.channels[k as usize].waiters.len())
     }
 
     /// Enforces the channel's own limits (count, bytes), oldest first.
@@ -575,27 +880,26 @@ impl<W> Hub<W> {
     /// from now on). Returns what to answer.
     pub fn subscribe(&mut self, name: &str, cursor: Option<Cursor>, now_ms: u64) -> Poll {
         self.expire(now_ms);
+        // A mirror answers `00000000` for a channel Redis has no life of yet: a cursor in it
+        // is one from before the first life, as if it had not said.
+        let cursor = match self.mirror {
+            true => cursor.map(|c| Cursor { epoch: c.epoch.filter(|&e| e != 0), ..c }),
+            false => cursor,
+        };
         let key = self.channel_key(name);
         let c = &self.channels[key as usize];
         let (epoch, last_seq) = (c.epoch, c.last_seq);
-        let poll = match cursor {
-            None => Poll::Hold(Hold { chan: key, cursor: last_seq, epoch }),
-            // Another life of the channel: start over from its oldest message, even if
-            // nothing is retained (then `next` tells the client where this life stands).
-            // A client at 0 of a channel at 0 has nothing to start over from: it waits, as
-            // otherwise every poll of an idle channel (dropped and created anew between two
-            // polls) would be a reset.
-            Some(Cursor { since, epoch: Some(e) }) if e != epoch && !(since == 0 && last_seq == 0) => {
-                Poll::Messages(self.batch(key, 0, true))
-            }
-            // Without an epoch, a cursor ahead of the channel is the only sign of a new life.
-            Some(Cursor { since, epoch: None }) if since > last_seq => {
-                Poll::Messages(self.batch(key, 0, true))
-            }
-            Some(Cursor { since, .. }) if since < last_seq && last_seq > 0 => {
-                Poll::Messages(self.batch(key, since, false))
-            }
-            Some(_) => Poll::Hold(Hold { chan: key, cursor: last_seq, epoch }),
+        let asked = cursor.map_or(Asked::Tail, |c| Asked::Since(c.epoch));
+        if c.state == ChannelState::Loading {
+            // Parked as asked; the load answers it (see `Hub::load`).
+            let (since, epoch) = cursor.map_or((0, 0), |c| (c.since, c.epoch.unwrap_or(0)));
+            return Poll::Hold(Hold { chan: key, cursor: since, epoch, asked, loading: true });
+        }
+        let hold = Hold { chan: key, cursor: last_seq, epoch, asked, loading: false };
+        let poll = match cursor.map(|c| resolve(c, epoch, last_seq)) {
+            None | Some(Resolved::UpToDate) => Poll::Hold(hold),
+            Some(Resolved::Reset) => Poll::Messages(self.batch(key, 0, true)),
+            Some(Resolved::After(since)) => Poll::Messages(self.batch(key, since, false)),
         };
         if let Poll::Messages(b) = &poll {
             self.stats.delivered_total += b.count as u64;
@@ -667,12 +971,12 @@ impl<W> Hub<W> {
     }
 
     fn park(&mut self, hold: Hold, wakes: Wakes, make: impl FnOnce(usize) -> W) -> usize {
-        let Hold { chan, cursor, .. } = hold;
+        let Hold { chan, cursor, asked, .. } = hold;
         let entry = self.waiters.vacant_entry();
         let key = entry.key();
         let payload = make(key);
         let c = &mut self.channels[chan as usize];
-        entry.insert(Waiter { chan, pos: c.waiters.len() as u32, cursor, wakes, payload });
+        entry.insert(Waiter { chan, pos: c.waiters.len() as u32, cursor, wakes, asked, payload });
         c.waiters.push(key as u32);
         key
     }
@@ -695,13 +999,22 @@ impl<W> Hub<W> {
             self.stats.streams -= 1;
         }
         let c = &mut self.channels[w.chan as usize];
-        let epoch = c.epoch;
+        // Still loading: where it stands is what it asked.
+        let epoch = match (c.state, w.asked) {
+            (ChannelState::Loading, Asked::Since(e)) => e.unwrap_or(0),
+            _ => c.epoch,
+        };
         c.waiters.swap_remove(w.pos as usize);
         if let Some(&moved) = c.waiters.get(w.pos as usize) {
             self.waiters[moved as usize].pos = w.pos;
         }
         self.drop_if_unused(w.chan);
         Some(Removed { payload: w.payload, cursor: w.cursor, epoch })
+    }
+
+    /// Whether waiter `key` waits for its channel to load (a mirror's).
+    pub fn is_loading(&self, key: usize) -> bool {
+        self.waiters.get(key).is_some_and(|w| self.channels[w.chan as usize].state == ChannelState::Loading)
     }
 
     /// Keys of every waiter (for shutdown).
@@ -993,5 +1306,100 @@ mod tests {
         let a = render::messages("big", &b, h.messages(&b));
         assert_eq!(b.count, 1);
         assert!(a.body.len() <= render::max_encoded_len(5000) + ANSWER_FRAME);
+    }
+
+    /// The seqs each delivery sends and whether it is a reset, with its held polls' and
+    /// streams' payloads.
+    fn shape(h: &TestHub, p: &Published<usize>) -> Vec<(Vec<u64>, bool, Vec<usize>, usize)> {
+        p.deliveries
+            .iter()
+            .map(|d| {
+                let seqs = h.messages(&d.batch).map(|m| m.seq).collect();
+                (seqs, d.batch.reset, d.waiters.clone(), d.streams.len())
+            })
+            .collect()
+    }
+
+    fn park(h: &mut TestHub, name: &str, cursor: Option<Cursor>, id: usize) {
+        match h.subscribe(name, cursor, 0) {
+            Poll::Hold(hold) => {
+                h.add_waiter(hold, |_| id);
+            }
+            Poll::Messages(_) => panic!("{name}: answered at once"),
+        }
+    }
+
+    fn msgs(seqs: std::ops::RangeInclusive<u64>) -> Vec<(u64, Vec<u8>)> {
+        seqs.map(|s| (s, format!("m{s}").into_bytes())).collect()
+    }
+
+    #[test]
+    fn a_mirror_parks_subscribers_until_the_channel_is_loaded() {
+        let mut h: TestHub = Hub::mirror(limits(10));
+        let e = 0x1234_5678;
+        park(&mut h, "c", Some(Cursor { since: 2, epoch: Some(e) }), 1);
+        park(&mut h, "c", None, 2);
+        park(&mut h, "c", Some(Cursor { since: 1, epoch: Some(7) }), 3);
+        assert_eq!(h.take_wanted(), vec![Box::from("c")]);
+        assert!(h.take_wanted().is_empty(), "named once");
+        let p = h.load("c", e, 4, msgs(1..=4), 0).unwrap();
+        // max_batch 2: the first waiter gets 3, 4; the one of another epoch starts over.
+        assert_eq!(shape(&h, &p), vec![(vec![3, 4], false, vec![1], 0), (vec![1, 2], true, vec![3], 0)]);
+        assert_eq!(h.waiting_on("c"), 1, "the tail waiter stays");
+        // Now held: answered locally, no load.
+        assert!(sub(&mut h, "c", Some(Cursor { since: 3, epoch: Some(e) })).contains("\"seq\":4"));
+        assert!(h.take_wanted().is_empty());
+    }
+
+    #[test]
+    fn a_mirror_appends_in_order_and_asks_to_reload_on_a_gap() {
+        let mut h: TestHub = Hub::mirror(limits(10));
+        park(&mut h, "c", None, 1);
+        assert!(matches!(h.append("c", 9, 1, b"x".to_vec(), 0), Appended::NotLoaded));
+        let p = h.load("c", 0, 0, Vec::new(), 0).unwrap();
+        assert!(p.deliveries.is_empty());
+        // No life yet: the first notification starts it.
+        let Appended::Delivered(p) = h.append("c", 9, 1, b"a".to_vec(), 0) else { panic!() };
+        assert_eq!(shape(&h, &p), vec![(vec![1], false, vec![1], 0)]);
+        assert!(matches!(h.append("c", 9, 1, b"a".to_vec(), 0), Appended::Duplicate));
+        assert!(matches!(h.append("c", 9, 3, b"c".to_vec(), 0), Appended::Gap));
+        assert!(matches!(h.append("c", 8, 2, b"b".to_vec(), 0), Appended::Gap));
+        assert!(matches!(h.append("c", 9, 2, b"b".to_vec(), 0), Appended::Delivered(_)));
+    }
+
+    #[test]
+    fn a_reload_in_another_epoch_resets_every_waiter_once() {
+        let mut h: TestHub = Hub::mirror(limits(10));
+        park(&mut h, "c", Some(Cursor { since: 0, epoch: None }), 1);
+        h.load("c", 5, 3, msgs(1..=3), 0);
+        let hold = match h.subscribe("c", Some(Cursor { since: 3, epoch: Some(5) }), 0) {
+            Poll::Hold(hold) => hold,
+            Poll::Messages(_) => panic!(),
+        };
+        h.add_stream(hold, |_| 2);
+        park(&mut h, "c", Some(Cursor { since: 3, epoch: Some(5) }), 3);
+        // Same life, nothing new: nobody is woken.
+        assert!(h.load("c", 5, 3, msgs(1..=3), 0).unwrap().deliveries.is_empty());
+        // Redis lost it: a new life with one message.
+        let p = h.load("c", 6, 1, msgs(1..=1), 0).unwrap();
+        assert_eq!(shape(&h, &p), vec![(vec![1], true, vec![3], 1)]);
+        assert_eq!(h.waiting_on("c"), 1, "the stream stays, at the new life's seq");
+        let Appended::Delivered(p) = h.append("c", 6, 2, b"n".to_vec(), 0) else { panic!() };
+        assert_eq!(shape(&h, &p), vec![(vec![2], false, vec![], 1)]);
+    }
+
+    #[test]
+    fn a_forgotten_mirror_channel_loads_again() {
+        let mut h: TestHub = Hub::mirror(limits(10));
+        park(&mut h, "c", None, 1);
+        h.take_wanted();
+        h.load("c", 5, 2, msgs(1..=2), 0);
+        assert!(!h.forget("c"), "a waiter holds it");
+        let key = h.waiter_keys()[0];
+        h.remove_waiter(key);
+        assert!(h.forget("c"));
+        assert_eq!(h.stats().retained_messages, 0);
+        assert_eq!(sub(&mut h, "c", Some(Cursor { since: 1, epoch: Some(5) })), "hold 1");
+        assert_eq!(h.take_wanted(), vec![Box::from("c")]);
     }
 }

@@ -15,16 +15,19 @@
 //! - [`metrics`]: the delivery-latency histogram per transport.
 //! - [`dashboard`]: `GET /dashboard`, a live picture of the loop fed by a stream of `/stats`.
 //! - [`json`]: the low-level JSON writers (strings, numbers, base64) [`render`] uses.
+//! - [`redis`]: the Redis client of cluster mode (so far the RESP wire format).
 
 // Every `unsafe` block of the project is in `reactor::sys` (RELIABILITY.md lists them).
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod dashboard;
 pub mod hub;
 pub mod json;
 pub mod metrics;
+pub mod redis;
 pub mod render;
 pub mod service;
 pub mod sse;

@@ -41,9 +41,10 @@ use reactor::{Cancelled, Remote, StopSignal, SubmitError, TimerId, WorkerPool};
 use slab::Slab;
 
 use crate::auth::{cors_preflight, unix_now, Cors, Grant};
+use crate::cluster::{Cluster, ClusterEvent, PublishFailed, Publisher, RedisTimer};
 use crate::config::{parse_seconds, Options};
 use crate::dashboard::{self, Feeds};
-use crate::hub::{self, valid_channel_name, Cursor, Hub, HubError, Poll};
+use crate::hub::{self, valid_channel_name, Appended, Cursor, Hub, HubError, Poll};
 use crate::metrics::{DeliveryLatency, Transport};
 use crate::render::{self, Answer};
 use crate::sse;
@@ -103,6 +104,8 @@ pub enum Timer {
     WsResume(usize),
     /// The heartbeat of the SSE stream with this key.
     SseHeartbeat(usize),
+    /// Cluster mode: a connection's deadline or retry, or the tick (see [`crate::cluster`]).
+    Redis(RedisTimer),
 }
 
 /// What the hub parks for a held poll: the connection to answer, and the timer of its
@@ -160,6 +163,11 @@ pub struct Tidings {
     dashboard_timer: Option<TimerId>,
     /// Open WebSockets (`GET /ws`).
     ws: ws::Sockets,
+    /// `--redis`: the cluster engine; the hub is then a mirror of Redis.
+    cluster: Option<Cluster>,
+    /// Peeks (`timeout=0`) parked until their channel loads (waiter key, its timer): answered
+    /// 304 once it has loaded, if the load did not answer them with messages.
+    peeks: Vec<(usize, TimerId)>,
 }
 
 /// Test-only fault injection, off unless this environment variable is set when the service
@@ -188,7 +196,14 @@ impl Tidings {
         if let Some(ms) = panic_ms {
             crate::log(format_args!("{TEST_PANIC_ENV}={ms}: /work?ms={ms} jobs will panic (test only)"));
         }
-        let hub = Hub::new(opts.hub);
+        let (hub, cluster) = match &opts.redis {
+            None => (Hub::new(opts.hub), None),
+            Some(r) => {
+                let cluster =
+                    Cluster::new(r.clone(), opts.hub.retain, opts.hub.message_ttl_ms, opts.max_message);
+                (Hub::mirror(opts.hub), Some(cluster))
+            }
+        };
         let ws = ws::Sockets::new(opts.ws, opts.subscribe_key.clone(), opts.max_message);
         let sse = sse::Streams::new(sse::Settings {
             heartbeat: opts.sse_heartbeat,
@@ -209,6 +224,8 @@ impl Tidings {
             feeds: Feeds::default(),
             dashboard_timer: None,
             sse,
+            cluster,
+            peeks: Vec::new(),
         })
     }
 
@@ -242,6 +259,12 @@ impl Tidings {
     }
 
     fn publish(&mut self, ctx: &mut Ctx<'_, Tidings>, req: &Request<'_>, name: &str, responder: Responder) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            // Redis assigns the seq; the fan-out comes back as its notification.
+            let from = Publisher::Http { responder, target: req.target.into() };
+            cluster.publish(ctx, name, req.body, from);
+            return self.cluster_events(ctx);
+        }
         // Delivery latency starts here: one clock read per publish, one per delivery group.
         let accepted = Instant::now();
         let published = match self.hub.publish(name, req.body.to_vec(), ctx.now_ms()) {
@@ -331,6 +354,10 @@ impl Tidings {
     /// Carries out what a WebSocket sent, its `pub` commands through the publish path.
     fn websocket_data(&mut self, ctx: &mut Ctx<'_, Tidings>, key: usize) {
         while let Some(p) = self.ws.next_publish(ctx, &mut self.hub, key) {
+            if let Some(cluster) = self.cluster.as_mut() {
+                cluster.publish(ctx, &p.channel, &p.data, Publisher::Ws(p.socket));
+                continue;
+            }
             let accepted = Instant::now();
             match self.hub.publish(&p.channel, p.data, ctx.now_ms()) {
                 Ok(published) => self.fan_out(ctx, &p.channel, published, accepted),
@@ -360,6 +387,24 @@ impl Tidings {
             Poll::Messages(batch) => {
                 let answer = render::messages(name, &batch, self.hub.messages(&batch));
                 self.answer(ctx, responder, messages_response(&answer), req.target);
+            }
+            // A peek (`timeout=0`) at a channel a cluster node does not hold yet waits for
+            // its read from Redis (at most the Redis timeout and a second), then is answered.
+            Poll::Hold(hold)
+                if timeout.is_zero()
+                    && !self.stopping
+                    && self.hub.is_mirror()
+                    && hold.asked_while_loading() =>
+            {
+                let wait =
+                    self.opts.redis.as_ref().map_or(Duration::ZERO, |r| r.timeout) + Duration::from_secs(1);
+                let key = self.hub.add_waiter(hold, |key| {
+                    ctx.set_note(&responder, Note::Waiter(key));
+                    Parked::Poll(HeldPoll { timer: ctx.set_timer(wait, Timer::Waiter(key)), responder })
+                });
+                if let Some(w) = self.hub.waiter(key).and_then(Parked::poll) {
+                    self.peeks.push((key, w.timer));
+                }
             }
             // Nothing to wait for: `timeout=0`, or the server is stopping (the held polls
             // were answered 304 at shutdown; one whose request completes later gets the same
@@ -457,7 +502,7 @@ impl Tidings {
     }
 
     /// Every scalar counter, by its public name (shared by /stats and /metrics).
-    fn counters(&self, ctx: &Ctx<'_, Tidings>) -> [(&'static str, u64); 21] {
+    fn counters(&self, ctx: &Ctx<'_, Tidings>) -> [(&'static str, u64); 25] {
         let hub = self.hub.stats();
         let server = ctx.stats();
         let lp = ctx.loop_stats();
@@ -483,6 +528,10 @@ impl Tidings {
             ("ws_dropped_slow_total", self.ws.dropped_slow_total),
             ("sse_streams", self.sse.len() as u64),
             ("streams_dropped_slow_total", self.sse.dropped_slow_total),
+            ("redis_connected", self.cluster.as_ref().map_or(0, |c| c.is_connected() as u64)),
+            ("redis_channels", self.cluster.as_ref().map_or(0, |c| c.subscribed() as u64)),
+            ("redis_reconnects_total", self.cluster.as_ref().map_or(0, |c| c.stats.reconnects_total)),
+            ("redis_timeouts_total", self.cluster.as_ref().map_or(0, |c| c.stats.timeouts_total)),
         ]
     }
 
@@ -553,12 +602,156 @@ impl Tidings {
     }
 }
 
+/// Cluster mode: what Redis said, and what the mirror asks of Redis.
+impl Tidings {
+    /// Channels subscribed to that the mirror does not hold yet: ask the cluster for them,
+    /// then act on what the cluster has to say. Runs after every callback that may subscribe
+    /// or hear from Redis.
+    fn settle_cluster(&mut self, ctx: &mut Ctx<'_, Tidings>) {
+        let Some(cluster) = self.cluster.as_mut() else { return };
+        for name in self.hub.take_wanted() {
+            cluster.want(ctx, &name);
+        }
+        self.cluster_events(ctx);
+    }
+
+    fn cluster_events(&mut self, ctx: &mut Ctx<'_, Tidings>) {
+        loop {
+            let Some(cluster) = self.cluster.as_mut() else { return };
+            let events = cluster.take_events();
+            if events.is_empty() {
+                return;
+            }
+            for event in events {
+                self.cluster_event(ctx, event);
+            }
+        }
+    }
+
+    fn cluster_event(&mut self, ctx: &mut Ctx<'_, Tidings>, event: ClusterEvent) {
+        match event {
+            ClusterEvent::Published { channel, from, outcome } => match (from, outcome) {
+                (Publisher::Http { responder, target }, Ok((_, seq))) => {
+                    // The subscribers of this node; the others are not known here.
+                    let body = render::published(seq, self.hub.waiting_on(&channel));
+                    self.answer(ctx, responder, Response::json(200, body), &target);
+                }
+                (Publisher::Http { responder, target }, Err(why)) => {
+                    let text = match why {
+                        PublishFailed::Unavailable => "redis unavailable, retry later",
+                        PublishFailed::Refused => "redis refused the publish, retry later",
+                    };
+                    let resp = Response::text(503, text).header("Retry-After", 1);
+                    self.answer(ctx, responder, resp, &target);
+                }
+                (Publisher::Ws(_), Ok(_)) => {}
+                (Publisher::Ws(socket), Err(_)) => {
+                    self.ws.error(ctx, socket, "redis unavailable, retry later", Some("pub"));
+                }
+            },
+            ClusterEvent::Loaded { channel, epoch, last_seq, messages } => {
+                let accepted = Instant::now();
+                if let Some(published) = self.hub.load(&channel, epoch, last_seq, messages, ctx.now_ms()) {
+                    self.fan_out(ctx, &channel, published, accepted);
+                }
+                self.answer_peeks(ctx);
+            }
+            ClusterEvent::Notified { channel, epoch, seq, data } => {
+                // Latency in cluster mode runs from the notification's arrival.
+                let accepted = Instant::now();
+                match self.hub.append(&channel, epoch, seq, data, ctx.now_ms()) {
+                    Appended::Delivered(published) => self.fan_out(ctx, &channel, published, accepted),
+                    Appended::Gap => {
+                        if let Some(cluster) = self.cluster.as_mut() {
+                            cluster.reload(ctx, &channel);
+                        }
+                    }
+                    Appended::Duplicate | Appended::NotLoaded => {}
+                }
+            }
+        }
+    }
+
+    /// Peeks whose channel has loaded and that are still parked (nothing newer): 304.
+    fn answer_peeks(&mut self, ctx: &mut Ctx<'_, Tidings>) {
+        let peeks = std::mem::take(&mut self.peeks);
+        for (key, timer) in peeks {
+            let same = self.hub.waiter(key).and_then(Parked::poll).is_some_and(|w| w.timer == timer);
+            if same && self.hub.is_loading(key) {
+                self.peeks.push((key, timer));
+            } else if same {
+                self.expire_waiter(ctx, key);
+            }
+        }
+    }
+
+    /// The cluster's tick: ping, and forget the channels it stopped following.
+    fn cluster_tick(&mut self, ctx: &mut Ctx<'_, Tidings>) {
+        let Some(cluster) = self.cluster.as_mut() else { return };
+        let hub = &self.hub;
+        for name in cluster.on_tick(ctx, |name| hub.waiting_on(name) > 0) {
+            self.hub.forget(&name);
+        }
+    }
+}
+
 impl Service for Tidings {
     type Msg = Msg;
     type Note = Note;
     type Timer = Timer;
 
+    fn on_start(&mut self, ctx: &mut Ctx<'_, Tidings>) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.start(ctx);
+        }
+    }
+
+    fn on_io(&mut self, ctx: &mut Ctx<'_, Tidings>, tag: usize, event: reactor::Event) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.on_io(ctx, tag, event);
+        }
+        self.settle_cluster(ctx);
+    }
+
     fn call(&mut self, ctx: &mut Ctx<'_, Tidings>, req: &Request<'_>, responder: Responder) {
+        self.route(ctx, req, responder);
+        self.settle_cluster(ctx);
+    }
+
+    fn on_close(&mut self, ctx: &mut Ctx<'_, Tidings>, conn: ConnId, note: Option<Note>) {
+        self.closed(ctx, conn, note);
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Tidings>, id: TimerId, timer: Timer) {
+        self.timer(ctx, id, timer);
+        self.settle_cluster(ctx);
+    }
+
+    fn on_data(&mut self, ctx: &mut Ctx<'_, Tidings>, stream: StreamId, data: &[u8]) {
+        if let Some(key) = self.ws.on_data(stream, data) {
+            self.websocket_data(ctx, key);
+        }
+        self.settle_cluster(ctx);
+    }
+
+    fn on_drained(&mut self, ctx: &mut Ctx<'_, Tidings>, stream: StreamId) {
+        self.ws.on_drained(ctx, &mut self.hub, stream);
+        self.sse.drained(ctx, &mut self.hub, stream);
+        self.settle_cluster(ctx);
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Tidings>, msg: Msg) {
+        self.message(ctx, msg);
+    }
+
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Tidings>) {
+        self.shutdown(ctx);
+    }
+}
+
+/// The callbacks' bodies.
+impl Tidings {
+    fn route(&mut self, ctx: &mut Ctx<'_, Tidings>, req: &Request<'_>, responder: Responder) {
         let grant = self.opts.cors.grant(req.header("origin"));
         if let Some(Grant::Origin(i)) = grant {
             self.cors_grants.insert(responder.conn(), i);
@@ -627,7 +820,7 @@ impl Service for Tidings {
         self.answer(ctx, responder, resp, req.target);
     }
 
-    fn on_close(&mut self, ctx: &mut Ctx<'_, Tidings>, conn: ConnId, note: Option<Note>) {
+    fn closed(&mut self, ctx: &mut Ctx<'_, Tidings>, conn: ConnId, note: Option<Note>) {
         self.cors_grants.remove(&conn);
         let key = match note {
             None => return,
@@ -645,8 +838,15 @@ impl Service for Tidings {
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Tidings>, id: TimerId, timer: Timer) {
+    fn timer(&mut self, ctx: &mut Ctx<'_, Tidings>, id: TimerId, timer: Timer) {
         let key = match timer {
+            Timer::Redis(RedisTimer::Tick) => return self.cluster_tick(ctx),
+            Timer::Redis(t) => {
+                if let Some(cluster) = self.cluster.as_mut() {
+                    cluster.on_timer(ctx, id, t);
+                }
+                return;
+            }
             Timer::Ttl => {
                 if self.ttl_timer == Some(id) {
                     self.ttl_timer = None;
@@ -680,18 +880,7 @@ impl Service for Tidings {
         }
     }
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_, Tidings>, stream: StreamId, data: &[u8]) {
-        if let Some(key) = self.ws.on_data(stream, data) {
-            self.websocket_data(ctx, key);
-        }
-    }
-
-    fn on_drained(&mut self, ctx: &mut Ctx<'_, Tidings>, stream: StreamId) {
-        self.ws.on_drained(ctx, &mut self.hub, stream);
-        self.sse.drained(ctx, &mut self.hub, stream);
-    }
-
-    fn on_message(&mut self, ctx: &mut Ctx<'_, Tidings>, msg: Msg) {
+    fn message(&mut self, ctx: &mut Ctx<'_, Tidings>, msg: Msg) {
         let Msg::WorkDone { ticket, outcome } = msg;
         let responder = match self.jobs.try_remove(ticket as usize) {
             Some(Job::Waiting(responder)) => responder,
@@ -712,7 +901,7 @@ impl Service for Tidings {
         self.answer(ctx, responder, resp, "GET /work");
     }
 
-    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Tidings>) {
+    fn shutdown(&mut self, ctx: &mut Ctx<'_, Tidings>) {
         self.stopping = true;
         // Dashboard feeds end (their EventSource reconnects to the next server).
         self.feeds.end_all(ctx);

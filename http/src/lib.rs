@@ -46,7 +46,9 @@ pub use log::log;
 pub use request::{HttpError, Request};
 pub use response::{Body, Response};
 pub use server::{Server, ServerTimer};
-pub use service::{Closed, ConnId, Ctx, Flow, Loop, Responder, ServerStats, Service, StreamId};
+pub use service::{
+    Closed, ConnId, Ctx, Flow, Loop, Responder, ServerStats, Service, StreamId, SERVICE_TAG_LIMIT,
+};
 
 /// Size limits. Each has a clear answer when exceeded (see [`request`]).
 #[derive(Debug, Clone, Copy)]

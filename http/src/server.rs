@@ -36,7 +36,7 @@ use crate::conn::Conn;
 use crate::date::DateCache;
 use crate::log::log;
 use crate::response::HeadCache;
-use crate::service::{Ctx, Loop, ServerStats, Service};
+use crate::service::{Ctx, Loop, ServerStats, Service, SERVICE_TAG_BIT};
 use crate::{Config, Limits};
 
 /// What a timer of the server's loop is for.
@@ -133,6 +133,9 @@ impl<S: Service> Server<S> {
 
     /// Runs the loop until a graceful shutdown completes (or `reactor.stop()`).
     pub fn run(&mut self, reactor: &mut Loop<S>) -> io::Result<()> {
+        let mut ctx = Ctx { reactor, core: &mut self.core };
+        self.service.on_start(&mut ctx);
+        self.apply_service_effects(reactor);
         reactor.run(self)
     }
 
@@ -297,6 +300,9 @@ impl<S: Service> Handler<S::Msg, ServerTimer<S::Timer>> for Server<S> {
     fn on_io(&mut self, r: &mut Loop<S>, ev: Event) {
         if ev.tag == LISTENER {
             self.accept_ready(r);
+        } else if ev.tag & SERVICE_TAG_BIT != 0 {
+            let mut ctx = Ctx { reactor: r, core: &mut self.core };
+            self.service.on_io(&mut ctx, ev.tag & !SERVICE_TAG_BIT, ev);
         } else {
             self.conn_ready(r, ev.tag, ev);
         }

@@ -15,15 +15,22 @@
 //!   anything the client sent after the request), [`Ctx::send`] writes raw bytes, [`Ctx::end`]
 //!   closes once they are written.
 //!
-//! The server keeps the socket in every case: its epoll interest, timeouts, backpressure, and
-//! the close. Whenever a connection closes while the service still holds something on it (a
+//! - **own sockets**: [`Ctx::register`] puts a socket the service opened itself (e.g. a
+//!   client connection to a database) on the same loop; its readiness comes to
+//!   [`Service::on_io`] with the tag the service gave. The service owns such a socket whole:
+//!   its reads, writes, interest and close ([`Ctx::deregister`] before closing it).
+//!
+//! For HTTP connections the server keeps the socket in every case: its epoll interest,
+//! timeouts, backpressure, and the close. Whenever a connection closes while the service still holds something on it (a
 //! kept responder, a stream or an upgraded connection it has not ended), the service hears it
 //! once, through [`Service::on_close`], with the note it attached ([`Ctx::set_note`]).
 
 use std::rc::Rc;
 use std::time::Duration;
 
-use reactor::{LoopStats, Reactor, Remote, TimerId};
+use std::os::fd::RawFd;
+
+use reactor::{Event, Interest, LoopStats, Reactor, Remote, TimerId, Token};
 
 use crate::buffers::Piece;
 use crate::conn::{Coding, Phase, StreamState};
@@ -97,6 +104,10 @@ pub trait Service: Sized {
     /// What the service's timers carry ([`Ctx::set_timer`], [`Service::on_timer`]).
     type Timer: Clone;
 
+    /// The loop is about to run (before the first request): open the service's own sockets,
+    /// set its first timers.
+    fn on_start(&mut self, _ctx: &mut Ctx<'_, Self>) {}
+
     /// A request arrived. Answer it through `ctx.respond(responder, ..)`, now or later.
     fn call(&mut self, ctx: &mut Ctx<'_, Self>, req: &Request<'_>, responder: Responder);
 
@@ -114,6 +125,10 @@ pub trait Service: Sized {
     /// A timer set with [`Ctx::set_timer`] fired.
     fn on_timer(&mut self, _ctx: &mut Ctx<'_, Self>, _id: TimerId, _timer: Self::Timer) {}
 
+    /// A socket the service registered itself ([`Ctx::register`]) is ready; `tag` is the one
+    /// it gave.
+    fn on_io(&mut self, _ctx: &mut Ctx<'_, Self>, _tag: usize, _event: Event) {}
+
     /// A message from another thread arrived.
     fn on_message(&mut self, _ctx: &mut Ctx<'_, Self>, _msg: Self::Msg) {}
 
@@ -128,6 +143,12 @@ pub trait Service: Sized {
     /// end your streams.
     fn on_shutdown(&mut self, _ctx: &mut Ctx<'_, Self>) {}
 }
+
+/// Registration tags of the service's own sockets carry this bit, so the server tells them
+/// from its connections (slab keys) and its listener.
+pub(crate) const SERVICE_TAG_BIT: usize = 1 << (usize::BITS - 2);
+/// Tags a service may give [`Ctx::register`]: below this.
+pub const SERVICE_TAG_LIMIT: usize = SERVICE_TAG_BIT - 1;
 
 /// Server counters.
 #[derive(Debug, Clone)]
@@ -277,6 +298,26 @@ impl<S: Service> Ctx<'_, S> {
 
     pub fn cancel_timer(&mut self, id: TimerId) -> bool {
         self.reactor.cancel_timer(id)
+    }
+
+    /// Watches a socket of the service's own (level-triggered): its readiness comes to
+    /// [`Service::on_io`] with `tag` (below [`SERVICE_TAG_LIMIT`]). Deregister it before
+    /// closing it.
+    pub fn register(&mut self, fd: RawFd, interest: Interest, tag: usize) -> std::io::Result<Token> {
+        if tag >= SERVICE_TAG_LIMIT {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "service tag too large"));
+        }
+        self.reactor.register(fd, interest, SERVICE_TAG_BIT | tag)
+    }
+
+    /// Changes what a socket of [`Ctx::register`] is watched for.
+    pub fn reregister(&mut self, token: Token, interest: Interest) -> std::io::Result<()> {
+        self.reactor.reregister(token, interest)
+    }
+
+    /// Stops watching a socket of [`Ctx::register`] (before it is closed).
+    pub fn deregister(&mut self, token: Token) -> std::io::Result<()> {
+        self.reactor.deregister(token)
     }
 
     /// A handle for other threads (e.g. a worker pool) to post messages to the loop.

@@ -15,7 +15,8 @@ USAGE:
                         [--warmup SECS] [--timeout SECS] [--pid PID]
   tidings-load longpoll --addr ADDR --pid PID [-n N] [--idle SECS] [--publish M] [--prefix P]
   tidings-load fanout   --addr ADDR [-n N] [--burst K] [--channel NAME] [--pid PID]
-  tidings-load ws       --addr ADDR --pid PID [-n N] [--idle SECS] [--channel NAME]
+  tidings-load ws       --addr ADDR --pid PID [-n N] [--idle SECS] [--subs M] [--rate R]
+                        [-d SECS] [--channel NAME]
   tidings-load sse      --addr ADDR --pid PID [-n N] [--idle SECS] [--subs M] [--rate R]
                         [-d SECS] [--channel NAME]
   tidings-load --help
@@ -40,19 +41,24 @@ MODES
   ws        N WebSockets on GET /ws, each subscribed to one channel (NAME, default
             ws-<our pid>); measures the server's CPU and RSS over an idle window (RSS per
             socket: the growth since before they opened, over N); then one publish (POST) and
-            the delay until each socket has read its event: p50, p99, last.
+            the delay until each socket has read its event: p50, p99, last; then the steady
+            rate phase of sse below, on M of the sockets (an event = a text frame with a seq).
   sse       Opens N Server-Sent Events streams (GET /sse/NAME, HTTP/1.0) on one channel;
             waits until /stats shows them; measures the server's CPU and RSS over an idle
             window (RSS per stream = growth since before they opened, over N); publishes one
             message and times POST written -> each stream has read it (p50, p99, last); then
-            keeps M streams and publishes R messages/s for D seconds from another thread,
-            counting the events every stream reads: messages/s delivered, and any missing.
+            keeps M streams and publishes R messages/s for D seconds from another thread
+            (request k written at k/R s, pipelined on one keep-alive connection, the answers
+            read by a third thread), counting the events every stream reads: publishes sent
+            and answered, messages/s delivered, server and own CPU, and how many each stream
+            is missing (any missing event, or a refused publish, makes the run fail).
 
 FLAGS
   --url URL             http://HOST[:PORT]/PATH, HOST = a loopback IP or localhost
   --addr ADDR           HOST:PORT of a tidings server, HOST = a loopback IP or localhost
   -c, --connections N   http: connections [50] (1..=50000)
-  -d, --duration SECS   http: measured window [10] (fractions allowed, at most 3600)
+  -d, --duration SECS   http: measured window [10]; sse/ws: steady-rate window [5]
+                        (fractions allowed, at most 3600)
   --pipeline K          http: requests in flight per connection [1] (1..=1024)
   --conn-per-request    http: a new connection per request (no pipelining)
   --warmup SECS         http: load before the measured window, not counted [1] (at most 600)
@@ -68,8 +74,8 @@ FLAGS
   --prefix P            longpoll: channel name prefix [lp-<our pid>-], so reruns use new channels
   --burst K             fanout: messages in the burst [0 = no burst] (at most 100000)
   --channel NAME        fanout: the channel [fan]; sse: [sse-<our pid>]; ws: [ws-<our pid>]
-  --subs M              sse: streams kept for the steady-rate phase [min(1000, N)]
-  --rate R              sse: publishes per second in the steady-rate phase [1000] (1..=100000)
+  --subs M              sse/ws: streams or sockets kept for the steady-rate phase [min(1000, N)]
+  --rate R              sse/ws: publishes per second in the steady-rate phase [1000] (1..=100000)
   -h, --help            print this and exit
 
 OUTPUT
@@ -106,6 +112,9 @@ pub struct WsOpts {
     pub addr: SocketAddr,
     pub n: usize,
     pub idle: Duration,
+    pub subs: usize,
+    pub rate: usize,
+    pub duration: Duration,
     pub channel: String,
     pub pid: u32,
 }
@@ -180,7 +189,7 @@ const HTTP_FLAGS: &[&str] = &[
 ];
 const LONGPOLL_FLAGS: &[&str] = &["--addr", "-n", "--idle", "--publish", "--pid", "--prefix"];
 const FANOUT_FLAGS: &[&str] = &["--addr", "-n", "--burst", "--channel", "--pid"];
-const WS_FLAGS: &[&str] = &["--addr", "-n", "--idle", "--channel", "--pid"];
+const WS_FLAGS: &[&str] = &["--addr", "--pid", "-n", "--idle", "--subs", "--rate", "--duration", "--channel"];
 const SSE_FLAGS: &[&str] =
     &["--addr", "--pid", "-n", "--idle", "--subs", "--rate", "--duration", "--channel"];
 
@@ -333,14 +342,22 @@ fn fanout_opts(raw: Raw) -> Result<FanoutOpts, String> {
 fn ws_opts(raw: Raw) -> Result<WsOpts, String> {
     let addr = parse_addr(raw.addr.as_deref().ok_or("ws needs --addr, e.g. --addr 127.0.0.1:8080")?)?;
     let pid = raw.pid.ok_or("ws needs --pid PID (the server's pid, to read its CPU and RSS)")?;
+    let n = raw.n.unwrap_or(1000);
+    let subs = raw.subs.unwrap_or(n.min(1000));
+    if subs > n {
+        return Err(format!("--subs {subs} is more than the {n} sockets (-n)"));
+    }
     let channel = raw.channel.unwrap_or_else(|| format!("ws-{}", std::process::id()));
     if channel.bytes().all(|b| b == b'.') {
         return Err("--channel: a channel name cannot be only dots".into());
     }
     Ok(WsOpts {
         addr,
-        n: raw.n.unwrap_or(1000),
+        n,
         idle: raw.idle.unwrap_or(Duration::from_secs(5)),
+        subs,
+        rate: raw.rate.unwrap_or(1000),
+        duration: raw.duration.unwrap_or(Duration::from_secs(5)),
         channel,
         pid,
     })
@@ -514,6 +531,13 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        match args("ws --addr 127.0.0.1:8080 --pid 3 -n 2000 --rate 4000 -d 1.5").unwrap() {
+            Command::Ws(o) => {
+                assert_eq!((o.n, o.subs, o.rate, o.pid), (2000, 1000, 4000, 3));
+                assert_eq!(o.duration, Duration::from_millis(1500));
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(args("--help").unwrap(), Command::Help));
         assert!(matches!(args("fanout -h").unwrap(), Command::Help));
         for bad in [
@@ -533,6 +557,8 @@ mod tests {
             "sse --addr 127.0.0.1:8080 --pid 1 -n 10 --subs 11",
             "sse --addr 127.0.0.1:8080 --pid 1 --rate 0",
             "sse --addr 10.0.0.1:8080 --pid 1",
+            "ws --addr 127.0.0.1:8080 --pid 1 -n 10 --subs 11",
+            "ws --addr 127.0.0.1:8080 --pid 1 --rate 100001",
         ] {
             assert!(args(bad).is_err(), "accepted: {bad:?}");
         }

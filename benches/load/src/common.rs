@@ -1,10 +1,9 @@
 //! Pieces the modes share: error counters, the control connection (for `/stats` and
 //! publishes), and formatting.
 
-use std::io;
-use std::net::SocketAddr;
-
-use std::time::Duration;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
 use reactor::{Reactor, TimerId};
 
@@ -166,6 +165,45 @@ impl Ctl {
     pub fn lost(&mut self) -> usize {
         self.key = None;
         std::mem::take(&mut self.outstanding)
+    }
+}
+
+/// One blocking request on a new connection (`Connection: close`); the body. For the `sse`
+/// and `ws` modes' setup and checks, never measured.
+pub fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Result<String, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: load\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).and_then(|_| s.write_all(body)).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| format!("{method} {path}: {e}"))?;
+    Ok(out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+/// The number after `"KEY":` in `/stats`.
+pub fn stat(addr: SocketAddr, key: &str) -> Result<u64, String> {
+    let body = request(addr, "GET", "/stats", b"")?;
+    let pat = format!("\"{key}\":");
+    let at = body.find(&pat).ok_or_else(|| format!("/stats has no {key} (an older tidings?)"))?;
+    let digits: String = body[at + pat.len()..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().map_err(|_| format!("/stats {key} is not a number"))
+}
+
+/// Polls `/stats` every 100 ms until `key` is `want`, for at most `within`.
+pub fn wait_stat(addr: SocketAddr, key: &str, want: u64, within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let v = stat(addr, key)?;
+        if v == want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("/stats {key} is {v}, not {want}, after {within:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

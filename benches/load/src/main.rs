@@ -7,10 +7,14 @@
 //!   latency, and how fast it forgets clients that vanish (RST);
 //! * `fanout`: one publish to N subscribers of one channel, and a burst of K messages that
 //!   every subscriber must receive exactly once, in order;
-//! * `ws`: N WebSockets subscribed to one channel: idle CPU and RSS per socket, and the
-//!   delivery of one publish to all of them (p50, p99, last).
+//! * `ws`: N WebSockets subscribed to one channel: idle CPU and RSS per socket, the
+//!   delivery of one publish to all of them (p50, p99, last), and messages/s to M sockets at
+//!   a steady publish rate.
 //! * `sse`: N Server-Sent Events streams: idle CPU and RSS per stream, one publish's delivery
 //!   to all of them, and messages/s to M streams at a steady publish rate.
+//!
+//! The steady-rate phase of `sse` and `ws` (a paced, pipelined publisher and the count of
+//! what every subscriber read) is one piece of code: [`steady`].
 //!
 //! One reactor thread, no async runtime: run it pinned to a core of its own
 //! (`taskset -c 1 tidings-load ...`) beside a server pinned to another.
@@ -24,6 +28,7 @@ mod http_mode;
 mod longpoll;
 mod parse;
 mod sse;
+mod steady;
 mod ws;
 
 use std::process::ExitCode;

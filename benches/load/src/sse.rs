@@ -8,23 +8,24 @@
 //!    streams opened, per stream.
 //! 3. **Fan-out**: one publish with a unique marker; each stream's delay runs from the POST
 //!    being written to the marker read from its socket (p50, p99, last).
-//! 4. **Steady rate**: all but M streams are closed; a publisher thread sends R messages/s
-//!    for D seconds on one keep-alive connection while the loop reads every stream and counts
-//!    the events (`\nid: `): messages/s delivered over the window, and how many each stream
-//!    is missing at the end (must be 0).
+//! 4. **Steady rate**: all but M streams are closed; [`crate::steady`] publishes R messages/s
+//!    for D seconds (paced and pipelined on one keep-alive connection) while the loop reads
+//!    every stream and counts the events (`\nid: `): messages/s delivered over the window, and
+//!    how many each stream is missing at the end (must be 0, else the run fails).
 //!
 //! The streams are read by one reactor thread (epoll, level-triggered, read until EAGAIN).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use reactor::{Event, Handler, Interest, Reactor};
 
 use crate::args::SseOpts;
-use crate::common::{bytes, ms, us};
+use crate::common::{bytes, ms, request, stat, us, wait_stat};
 use crate::hist::Histogram;
+use crate::steady::{self, pump, Counting};
 use test_support::procfs;
 
 struct Sub {
@@ -33,12 +34,12 @@ struct Sub {
     tail: Vec<u8>,
     /// Fan-out: when the marker arrived.
     got: Option<Instant>,
-    /// Steady phase: events read.
-    events: u64,
 }
 
 struct Reader {
     subs: Vec<Option<Sub>>,
+    /// Events (`\nid: `) each stream has read, by the same index (kept when it closes).
+    events: Vec<u64>,
     marker: Vec<u8>,
     t0: Instant,
     hist: Histogram,
@@ -63,7 +64,7 @@ impl Handler<()> for Reader {
                 }
                 Ok(n) => {
                     sub.tail.extend_from_slice(&buf[..n]);
-                    sub.events += count(&sub.tail, ID) as u64;
+                    self.events[ev.tag] += count(&sub.tail, ID) as u64;
                     if sub.got.is_none() && !self.marker.is_empty() && find(&sub.tail, &self.marker) {
                         let now = Instant::now();
                         sub.got = Some(now);
@@ -97,60 +98,6 @@ fn count(hay: &[u8], needle: &[u8]) -> usize {
     hay.windows(needle.len()).filter(|w| *w == needle).count()
 }
 
-/// One blocking request on a new connection (`Connection: close`); the body.
-fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Result<String, String> {
-    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: load\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).and_then(|_| s.write_all(body)).map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| format!("{method} {path}: {e}"))?;
-    Ok(out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
-}
-
-fn stat(addr: SocketAddr, key: &str) -> Result<u64, String> {
-    let body = request(addr, "GET", "/stats", b"")?;
-    let pat = format!("\"{key}\":");
-    let at = body.find(&pat).ok_or_else(|| format!("/stats has no {key} (not a tidings with SSE?)"))?;
-    let digits: String = body[at + pat.len()..].chars().take_while(|c| c.is_ascii_digit()).collect();
-    digits.parse().map_err(|_| format!("/stats {key} is not a number"))
-}
-
-fn wait_stat(addr: SocketAddr, key: &str, want: u64, within: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + within;
-    loop {
-        let v = stat(addr, key)?;
-        if v == want {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("/stats {key} is {v}, not {want}, after {within:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Runs the reactor until `done` or `within` passes.
-fn pump(
-    r: &mut Reactor<()>,
-    h: &mut Reader,
-    within: Duration,
-    done: impl Fn(&Reader) -> bool,
-) -> Result<bool, String> {
-    let deadline = Instant::now() + within;
-    while !done(h) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(false);
-        }
-        r.run_once(h, Some(left.min(Duration::from_millis(50)))).map_err(|e| e.to_string())?;
-    }
-    Ok(true)
-}
-
 pub fn run(o: SseOpts) -> Result<(), String> {
     let addr = o.addr;
     let base = stat(addr, "sse_streams")?;
@@ -158,6 +105,7 @@ pub fn run(o: SseOpts) -> Result<(), String> {
     let mut r: Reactor<()> = Reactor::new().map_err(|e| e.to_string())?;
     let mut h = Reader {
         subs: Vec::new(),
+        events: Vec::new(),
         marker: Vec::new(),
         t0: Instant::now(),
         hist: Histogram::new(),
@@ -174,7 +122,8 @@ pub fn run(o: SseOpts) -> Result<(), String> {
         s.write_all(req.as_bytes()).map_err(|e| format!("stream {i}: {e}"))?;
         s.set_nonblocking(true).map_err(|e| e.to_string())?;
         r.register(s.as_raw_fd(), Interest::READABLE, i).map_err(|e| e.to_string())?;
-        h.subs.push(Some(Sub { stream: s, tail: Vec::new(), got: None, events: 0 }));
+        h.subs.push(Some(Sub { stream: s, tail: Vec::new(), got: None }));
+        h.events.push(0);
     }
     wait_stat(addr, "sse_streams", base + o.n as u64, Duration::from_secs(60))?;
     let opened = t_open.elapsed();
@@ -218,61 +167,29 @@ pub fn run(o: SseOpts) -> Result<(), String> {
     );
 
     // 4. Steady rate to M streams.
-    for slot in h.subs.iter_mut().skip(o.subs) {
-        *slot = None; // closes the socket (and leaves the epoll set with it)
-    }
+    h.subs.truncate(o.subs); // closes the other sockets (and they leave the epoll set)
+    h.events.truncate(o.subs);
     wait_stat(addr, "sse_streams", base + o.subs as u64, Duration::from_secs(30))?;
-    for s in h.subs.iter_mut().flatten() {
-        s.events = 0;
-    }
     h.marker.clear();
-    let (rate, dur, chan) = (o.rate, o.duration, o.channel.clone());
-    let publisher = std::thread::spawn(move || -> Result<u64, String> {
-        let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-        let start = Instant::now();
-        let mut sent = 0u64;
-        let mut buf = [0u8; 4096];
-        while start.elapsed() < dur {
-            let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
-            while sent < due {
-                let body = format!("steady {sent}");
-                let req = format!(
-                    "POST /pub/{chan} HTTP/1.1\r\nHost: load\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-                // One answer per request (small, in one read on loopback).
-                let n = s.read(&mut buf).map_err(|e| e.to_string())?;
-                if n == 0 || !buf.starts_with(b"HTTP/1.1 200") {
-                    return Err("a publish was not answered 200".into());
-                }
-                sent += 1;
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        Ok(sent)
-    });
-    let t_steady = Instant::now();
-    pump(&mut r, &mut h, o.duration, |_| false)?;
-    let sent = publisher.join().map_err(|_| "the publisher thread panicked".to_string())??;
-    let want = sent;
-    pump(&mut r, &mut h, Duration::from_secs(10), |h| h.subs.iter().flatten().all(|s| s.events >= want))?;
-    let window = t_steady.elapsed().as_secs_f64().max(o.duration.as_secs_f64());
-    let delivered: u64 = h.subs.iter().flatten().map(|s| s.events.min(want)).sum();
-    let missing: u64 = h.subs.iter().flatten().map(|s| want.saturating_sub(s.events)).sum();
-    let alive = h.subs.iter().flatten().count();
+    let report = steady::run(&mut r, &mut h, addr, o.pid, &o.channel, o.rate, o.duration)?;
+    report.print("streams");
     println!(
-        "steady: {sent} publishes at {rate}/s to {alive} streams: {:.0} messages/s delivered, {missing} missing",
-        delivered as f64 / window
-    );
-    println!(
-        "RESULT mode=sse n={} idle_cpu_pct={idle_cpu:.2} rss_per_stream_bytes={per_stream} fan_p50_us={} fan_p99_us={} fan_last_us={} steady_subs={alive} steady_rate={rate} steady_delivered_per_s={:.0} steady_missing={missing}",
+        "RESULT mode=sse n={} idle_cpu_pct={idle_cpu:.2} rss_per_stream_bytes={per_stream} fan_p50_us={} fan_p99_us={} fan_last_us={} {}",
         o.n,
         p50 / 1000,
         p99 / 1000,
         last / 1000,
-        delivered as f64 / window
+        report.result_fields()
     );
-    Ok(())
+    report.check("streams")
+}
+
+impl Counting for Reader {
+    fn events(&self) -> Vec<u64> {
+        self.events.clone()
+    }
+
+    fn is_open(&self, i: usize) -> bool {
+        matches!(self.subs.get(i), Some(Some(_)))
+    }
 }

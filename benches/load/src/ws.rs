@@ -9,6 +9,11 @@
 //!    since before the sockets opened, over N.
 //! 3. **Delivery**: one publish (POST over a connection opened beforehand); every socket,
 //!    non-blocking on our reactor, times the POST's write -> its event fully read.
+//! 4. **Steady rate**: all but M sockets are closed; [`crate::steady`] publishes R messages/s
+//!    for D seconds (paced and pipelined on one keep-alive connection) while the reactor
+//!    reads every socket and counts the events (text frames with `"seq":`, pings answered):
+//!    messages/s delivered, and how many each socket is missing at the end (must be 0, else
+//!    the run fails). The same phase as `sse`'s, with this mode's reader.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -19,8 +24,9 @@ use reactor::{Event, Handler, Interest, Reactor, TimerId};
 use test_support::procfs;
 
 use crate::args::WsOpts;
-use crate::common::{bytes, check_pid, ms};
+use crate::common::{bytes, check_pid, ms, stat, wait_stat};
 use crate::hist::Histogram;
+use crate::steady::{self, Counting};
 
 /// A masked client text frame (the mask need not be secret here).
 fn text_frame(payload: &[u8]) -> Vec<u8> {
@@ -124,8 +130,83 @@ impl Handler<()> for Delivery {
     }
 }
 
+/// The steady phase's reader: every data frame with a `"seq":` is an event.
+struct Steady {
+    /// `None` once the server closed it.
+    socks: Vec<Option<TcpStream>>,
+    /// Each socket's unparsed bytes (a frame may straddle two reads).
+    bufs: Vec<Vec<u8>>,
+    events: Vec<u64>,
+    /// One read buffer for every socket.
+    chunk: Vec<u8>,
+}
+
+/// A masked client pong carrying `payload` (at most 125 bytes, as the ping's).
+fn pong_frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = text_frame(payload);
+    out[0] = 0x8a;
+    out
+}
+
+impl Handler<()> for Steady {
+    fn on_io(&mut self, _r: &mut Reactor<()>, ev: Event) {
+        let i = ev.tag;
+        let Some(Some(sock)) = self.socks.get_mut(i) else { return };
+        // One read per readiness event (level-triggered: more, if any, is reported again).
+        let n = match sock.read(&mut self.chunk) {
+            Ok(0) => {
+                self.socks[i] = None;
+                return;
+            }
+            Ok(n) => n,
+            Err(e)
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) =>
+            {
+                return
+            }
+            Err(_) => {
+                self.socks[i] = None;
+                return;
+            }
+        };
+        let buf = &mut self.bufs[i];
+        buf.extend_from_slice(&self.chunk[..n]);
+        let mut at = 0;
+        let mut close = false;
+        while let Some(len) = frame_len(&buf[at..]) {
+            let frame = &buf[at..at + len];
+            match frame[0] & 0x0f {
+                0x1 if frame.windows(6).any(|w| w == b"\"seq\":") => self.events[i] += 1,
+                // A ping: the server closes a socket that stays silent (`--ws-ping`).
+                0x9 => {
+                    let payload_at = if frame[1] & 0x7f == 126 { 4 } else { 2 };
+                    close |= sock.write_all(&pong_frame(&frame[payload_at..])).is_err();
+                }
+                0x8 => close = true,
+                _ => {}
+            }
+            at += len;
+        }
+        buf.drain(..at);
+        if close {
+            self.socks[i] = None;
+        }
+    }
+}
+
+impl Counting for Steady {
+    fn events(&self) -> Vec<u64> {
+        self.events.clone()
+    }
+
+    fn is_open(&self, i: usize) -> bool {
+        matches!(self.socks.get(i), Some(Some(_)))
+    }
+}
+
 pub fn run(o: WsOpts) -> Result<(), String> {
     check_pid(o.pid)?;
+    let base = stat(o.addr, "ws_connections")?;
     println!("tidings-load ws: {} WebSockets on channel {:?} at {}", o.n, o.channel, o.addr);
     let rss_before = procfs::rss_bytes(o.pid).map_err(|e| format!("cannot read the server's RSS: {e}"))?;
     let t_open = Instant::now();
@@ -182,11 +263,12 @@ pub fn run(o: WsOpts) -> Result<(), String> {
         hist: Histogram::new(),
         last: Duration::ZERO,
     };
-    r.set_timer(Duration::from_secs(30), 0);
+    let deadline = r.set_timer(Duration::from_secs(30), 0);
     d.posted = Instant::now();
     publisher.write_all(post.as_bytes()).map_err(|e| format!("publishing: {e}"))?;
     let cpu_pub0 = procfs::cpu_time(o.pid).unwrap_or_default();
     r.run(&mut d).map_err(|e| format!("reactor failed: {e}"))?;
+    r.cancel_timer(deadline);
     let fan_cpu = procfs::cpu_time(o.pid).unwrap_or_default().saturating_sub(cpu_pub0);
     let (p50, p99) = (d.hist.quantile(0.5), d.hist.quantile(0.99));
     println!(
@@ -198,18 +280,29 @@ pub fn run(o: WsOpts) -> Result<(), String> {
         ms(d.last.as_nanos() as u64),
         ms(fan_cpu.as_nanos() as u64)
     );
+    if d.received < n {
+        return Err(format!("only {} of {n} sockets received the publish within 30 s", d.received));
+    }
+
+    // Steady rate to M sockets.
+    // Each socket has read the one event published so far: nothing of it is left to count.
+    // The sockets past M are closed here (and leave the epoll set).
+    let socks: Vec<Option<TcpStream>> = d.socks.into_iter().take(o.subs).map(Some).collect();
+    wait_stat(o.addr, "ws_connections", base + o.subs as u64, Duration::from_secs(30))?;
+    let mut h =
+        Steady { socks, bufs: vec![Vec::new(); o.subs], events: vec![0; o.subs], chunk: vec![0; 64 * 1024] };
+    let report = steady::run(&mut r, &mut h, o.addr, o.pid, &o.channel, o.rate, o.duration)?;
+    report.print("sockets");
     println!(
         "RESULT mode=ws n={n} open_s={:.3} idle_s={idle_s:.3} idle_cpu_pct={idle_cpu_pct:.3} rss_before_bytes={rss_before} \
          rss_held_bytes={rss_held} rss_per_socket_bytes={per_socket} received={} delivery_p50_us={} delivery_p99_us={} \
-         delivery_last_us={}",
+         delivery_last_us={} {}",
         opened.as_secs_f64(),
         d.received,
         p50 / 1000,
         p99 / 1000,
-        d.last.as_micros()
+        d.last.as_micros(),
+        report.result_fields()
     );
-    if d.received < n {
-        return Err(format!("only {} of {n} sockets received the publish within 30 s", d.received));
-    }
-    Ok(())
+    report.check("sockets")
 }
