@@ -110,6 +110,23 @@ pub fn receive(sub: &mut dyn Subscriber, count: usize, limit: Duration) -> Vec<G
     got
 }
 
+/// Reads until an event for which `last` holds came (it is the last of the list), within
+/// `limit`: for a subscriber that reads across an outage, where the number of messages is
+/// not known in advance.
+pub fn receive_until(sub: &mut dyn Subscriber, last: impl Fn(&Got) -> bool, limit: Duration) -> Vec<Got> {
+    let deadline = Instant::now() + limit;
+    let mut got: Vec<Got> = Vec::new();
+    loop {
+        if let Some(i) = got.iter().position(&last) {
+            assert_eq!(i + 1, got.len(), "{}: events after the last one expected: {got:?}", sub.name());
+            return got;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "{}: the last event did not come in {limit:?}: {got:?}", sub.name());
+        got.extend(sub.next(left));
+    }
+}
+
 pub fn message_count(got: &[Got]) -> usize {
     got.iter().filter(|g| matches!(g, Got::Message { .. })).count()
 }
@@ -174,13 +191,26 @@ impl LongPoll {
         since: Option<u64>,
         epoch: Option<&str>,
     ) -> LongPoll {
+        LongPoll::open_holding(name, addr, channel, since, epoch, 30)
+    }
+
+    /// Like [`LongPoll::open`], each poll held at most `hold` seconds (then `304`, and it
+    /// polls again with the same cursor).
+    pub fn open_holding(
+        name: &str,
+        addr: SocketAddr,
+        channel: &str,
+        since: Option<u64>,
+        epoch: Option<&str>,
+        hold: u64,
+    ) -> LongPoll {
         let mut lp = LongPoll {
             name: name.to_string(),
             client: Client::connect(addr),
             channel: channel.to_string(),
             since,
             epoch: epoch.map(str::to_string),
-            hold: 30,
+            hold,
         };
         lp.poll();
         lp
