@@ -290,13 +290,17 @@ fn scan_integer(buf: &[u8], pos: usize) -> Result<Scan, ReplyError> {
     };
     loop {
         let Some(&b) = buf.get(at) else {
-            let valid = at > digits_start && !(negative && magnitude == 0);
-            return Ok(Scan::EndOfInput { value: if valid { value(magnitude) } else { None } });
+            let digits = at > digits_start;
+            return Ok(Scan::EndOfInput { value: if digits { value(magnitude) } else { None } });
         };
         match b {
             b'0'..=b'9' => {
                 if at > digits_start && buf[digits_start] == b'0' {
                     return Err(ReplyError::Malformed("integer with a leading zero"));
+                }
+                // `-0` can only go on as `-0\r\n` or `-0N`: both wrong, so say it now.
+                if negative && at == digits_start && b == b'0' {
+                    return Err(ReplyError::Malformed("negative zero"));
                 }
                 magnitude = magnitude
                     .checked_mul(10)
@@ -308,9 +312,6 @@ fn scan_integer(buf: &[u8], pos: usize) -> Result<Scan, ReplyError> {
             b'\r' => {
                 if at == digits_start {
                     return Err(ReplyError::Malformed("integer without digits"));
-                }
-                if negative && magnitude == 0 {
-                    return Err(ReplyError::Malformed("negative zero"));
                 }
                 return match buf.get(at + 1) {
                     None => Ok(Scan::EndOfInput { value: None }),
@@ -473,6 +474,11 @@ mod tests {
             b":01\r\n",
             b":00\r\n",
             b":-0\r\n",
+            // Refused as soon as the byte that cannot go on is there, not at the CRLF.
+            b":-0",
+            b":01",
+            b":1x",
+            b"$-0",
             b":-01\r\n",
             b":-\r\n",
             b":1 \r\n",
