@@ -98,7 +98,8 @@ pub struct ReplyLimits {
     pub max_bulk: usize,
     /// Most elements in one array.
     pub max_elements: usize,
-    /// Deepest nesting of arrays: 1 allows an array of scalars, 0 no array at all.
+    /// Deepest nesting of arrays: 1 allows an array of scalars, 0 no array at all. Each
+    /// level is one stack frame of the parser: keep it small.
     pub max_depth: usize,
 }
 
@@ -208,8 +209,10 @@ fn parse_at(
             let Some(len) = len else {
                 return Ok(Some((Reply::Bulk(None), start)));
             };
-            // `len` <= max_bulk, which fits in memory, so `start + len` cannot overflow.
-            let data_end = start + len;
+            // Only a `max_bulk` near usize::MAX (on a 32-bit target) could make this overflow.
+            let Some(data_end) = start.checked_add(len) else {
+                return Err(ReplyError::TooLarge("bulk length"));
+            };
             match buf.get(data_end..) {
                 None | Some([]) => Ok(None),
                 Some([b'\r']) => Ok(None),
