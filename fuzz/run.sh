@@ -17,7 +17,7 @@ set -uo pipefail
 SECONDS_PER_TARGET="${1:-30}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 cd "$HERE"
-TARGETS="${FUZZ_TARGETS:-request_head connection hub_params timer_wheel}"
+TARGETS="${FUZZ_TARGETS:-request_head connection hub_params timer_wheel resp_reply}"
 SANITIZER="${FUZZ_SANITIZER:-address}"
 export RUSTC_BOOTSTRAP=1
 

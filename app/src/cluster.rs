@@ -349,7 +349,7 @@ impl Cluster {
         match self.links.get_mut(name) {
             Some(link) => {
                 link.unused_ticks = 0;
-                if link.sub == Subscription::Active && matches!(link.read, Read::Idle) {
+                if link.sub == Subscription::Active && matches!(link.read, Read::Idle | Read::Wanted) {
                     self.load(ctx, name);
                 }
             }
@@ -561,6 +561,8 @@ impl Cluster {
     }
 
     fn reply(&mut self, ctx: &mut Ctx<'_, Tidings>, what: Pending, reply: Reply) {
+        // Redis forgot our scripts (SCRIPT FLUSH): a new connection loads them again.
+        let noscript = matches!(&reply, Reply::Error(e) if e.starts_with(b"NOSCRIPT"));
         match what {
             Pending::Ping | Pending::Unsubscribe(_) => {}
             Pending::Subscribe(name) => {
@@ -589,6 +591,9 @@ impl Cluster {
                 self.events.push(ClusterEvent::Published { channel, from, outcome });
             }
             Pending::Load(name) => self.loaded(ctx, name, reply),
+        }
+        if noscript {
+            self.fail(ctx, Role::Commands, "Redis does not have our scripts");
         }
     }
 

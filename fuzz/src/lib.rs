@@ -3,6 +3,7 @@
 //! the hub's answers is `test_support::json`, the tests' own.
 
 pub mod loopback;
+pub mod resp;
 pub mod responses;
 
 /// Reads fuzz input as a little byte stream (everything defaults to 0 once it runs out).

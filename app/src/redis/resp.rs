@@ -98,7 +98,8 @@ pub struct ReplyLimits {
     pub max_bulk: usize,
     /// Most elements in one array.
     pub max_elements: usize,
-    /// Deepest nesting of arrays: 1 allows an array of scalars, 0 no array at all.
+    /// Deepest nesting of arrays: 1 allows an array of scalars, 0 no array at all. Each
+    /// level is one stack frame of the parser: keep it small.
     pub max_depth: usize,
 }
 
@@ -208,8 +209,10 @@ fn parse_at(
             let Some(len) = len else {
                 return Ok(Some((Reply::Bulk(None), start)));
             };
-            // `len` <= max_bulk, which fits in memory, so `start + len` cannot overflow.
-            let data_end = start + len;
+            // Only a `max_bulk` near usize::MAX (on a 32-bit target) could make this overflow.
+            let Some(data_end) = start.checked_add(len) else {
+                return Err(ReplyError::TooLarge("bulk length"));
+            };
             match buf.get(data_end..) {
                 None | Some([]) => Ok(None),
                 Some([b'\r']) => Ok(None),
@@ -290,13 +293,17 @@ fn scan_integer(buf: &[u8], pos: usize) -> Result<Scan, ReplyError> {
     };
     loop {
         let Some(&b) = buf.get(at) else {
-            let valid = at > digits_start && !(negative && magnitude == 0);
-            return Ok(Scan::EndOfInput { value: if valid { value(magnitude) } else { None } });
+            let digits = at > digits_start;
+            return Ok(Scan::EndOfInput { value: if digits { value(magnitude) } else { None } });
         };
         match b {
             b'0'..=b'9' => {
                 if at > digits_start && buf[digits_start] == b'0' {
                     return Err(ReplyError::Malformed("integer with a leading zero"));
+                }
+                // `-0` can only go on as `-0\r\n` or `-0N`: both wrong, so say it now.
+                if negative && at == digits_start && b == b'0' {
+                    return Err(ReplyError::Malformed("negative zero"));
                 }
                 magnitude = magnitude
                     .checked_mul(10)
@@ -308,9 +315,6 @@ fn scan_integer(buf: &[u8], pos: usize) -> Result<Scan, ReplyError> {
             b'\r' => {
                 if at == digits_start {
                     return Err(ReplyError::Malformed("integer without digits"));
-                }
-                if negative && magnitude == 0 {
-                    return Err(ReplyError::Malformed("negative zero"));
                 }
                 return match buf.get(at + 1) {
                     None => Ok(Scan::EndOfInput { value: None }),
@@ -473,6 +477,11 @@ mod tests {
             b":01\r\n",
             b":00\r\n",
             b":-0\r\n",
+            // Refused as soon as the byte that cannot go on is there, not at the CRLF.
+            b":-0",
+            b":01",
+            b":1x",
+            b"$-0",
             b":-01\r\n",
             b":-\r\n",
             b":1 \r\n",
