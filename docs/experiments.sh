@@ -35,6 +35,7 @@ EXPERIMENTS=(
   "smuggling-te-wins@docs/09-http-details.md@http/src/request.rs@s|if transfer_encoding && content_length\.is_some\(\) \{|if false && transfer_encoding && content_length.is_some() {|@-p tidings-http --test rejections -- --exact content_length_and_transfer_encoding_is_400_and_close"
   "drain-not-told@docs/11-streams-and-upgrades.md@http/src/conn.rs@s|if stream_output \{|if false \&\& stream_output {|@-p tidings-http --test streams -- --exact small_backlog_written_from_call_goes_on_when_the_flush_drains_it"
   "unmasked-frames-accepted@docs/11-streams-and-upgrades.md@app/src/ws/frame.rs@s|if b\[1\] \& 0x80 == 0 \{|if false \&\& b[1] \& 0x80 == 0 {|@--test ws -- --exact unmasked_frame_is_a_protocol_error"
+  "redis-deadline-never-fires@docs/12-cluster.md@app/src/cluster.rs@s|if late \{|if false \&\& late {|@--test cluster_faults -- --exact a_redis_that_stops_answering_means_503_then_everything_after_each_cursor_once"
 )
 
 field() { # field INDEX RECORD
