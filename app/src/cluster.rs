@@ -313,26 +313,14 @@ impl Cluster {
     /// Sends a publish; its outcome comes back as [`ClusterEvent::Published`] (at once if
     /// Redis is unavailable).
     pub fn publish(&mut self, ctx: &mut Ctx<'_, Tidings>, channel: &str, data: &[u8], from: Publisher) {
-        let (meta, log) = keys(channel);
         let epoch = render::format_epoch(self.epochs.next());
         let retain = self.retain.to_string();
         let ttl = self.ttl_ms.to_string();
         let notify = self.notify_channel(channel);
         let sha = self.publish_sha.clone();
-        let args: [&[u8]; 10] = [
-            b"EVALSHA",
-            sha.as_bytes(),
-            b"2",
-            meta.as_bytes(),
-            log.as_bytes(),
-            epoch.as_bytes(),
-            data,
-            retain.as_bytes(),
-            ttl.as_bytes(),
-            notify.as_bytes(),
-        ];
+        let argv: [&[u8]; 5] = [epoch.as_bytes(), data, retain.as_bytes(), ttl.as_bytes(), notify.as_bytes()];
         let pending = Pending::Publish { channel: channel.into(), from };
-        if let Err(Pending::Publish { channel, from }) = self.send(ctx, Role::Commands, &args, pending) {
+        if let Err(Pending::Publish { channel, from }) = self.script(ctx, &sha, channel, &argv, pending) {
             self.events.push(ClusterEvent::Published {
                 channel,
                 from,
@@ -375,20 +363,16 @@ impl Cluster {
     }
 
     fn load(&mut self, ctx: &mut Ctx<'_, Tidings>, name: &str) {
-        let (meta, log) = keys(name);
         let sha = self.load_sha.clone();
         let epoch = render::format_epoch(self.epochs.next());
         let ttl = self.ttl_ms.to_string();
-        let args: [&[u8]; 7] = [
-            b"EVALSHA",
-            sha.as_bytes(),
-            b"2",
-            meta.as_bytes(),
-            log.as_bytes(),
-            epoch.as_bytes(),
-            ttl.as_bytes(),
-        ];
-        let read = match self.send(ctx, Role::Commands, &args, Pending::Load(name.into())) {
+        let read = match self.script(
+            ctx,
+            &sha,
+            name,
+            &[epoch.as_bytes(), ttl.as_bytes()],
+            Pending::Load(name.into()),
+        ) {
             Ok(()) => Read::InFlight { buffered: Vec::new(), overflowed: false },
             Err(_) => Read::Wanted,
         };
@@ -445,6 +429,21 @@ impl Cluster {
         self.arm_deadline(ctx, role);
         self.watch(ctx, role);
         Ok(())
+    }
+
+    /// `EVALSHA SHA 2 META LOG ARGV..`: one of our scripts on channel `name`'s keys.
+    fn script(
+        &mut self,
+        ctx: &mut Ctx<'_, Tidings>,
+        sha: &str,
+        name: &str,
+        argv: &[&[u8]],
+        what: Pending,
+    ) -> Result<(), Pending> {
+        let (meta, log) = keys(name);
+        let mut args: Vec<&[u8]> = vec![b"EVALSHA", sha.as_bytes(), b"2", meta.as_bytes(), log.as_bytes()];
+        args.extend_from_slice(argv);
+        self.send(ctx, Role::Commands, &args, what)
     }
 
     fn notify_channel(&self, name: &str) -> String {
