@@ -210,6 +210,8 @@ pub struct Cluster {
     retry: [Option<TimerId>; 2],
     backoff: [Duration; 2],
     was_ready: [bool; 2],
+    /// Failed since it was last ready (its failure is logged once).
+    failing: [bool; 2],
     links: HashMap<Box<str>, Link>,
     epochs: EpochSource,
     jitter: u64,
@@ -262,6 +264,7 @@ impl Cluster {
             retry: [None, None],
             backoff: [FIRST_BACKOFF; 2],
             was_ready: [false; 2],
+            failing: [false; 2],
             links: HashMap::new(),
             epochs: EpochSource::from_os(),
             jitter: seed | 1,
@@ -454,18 +457,12 @@ impl Cluster {
         let i = role as usize;
         let now = ctx.now_ms();
         if let Err(e) = self.conns[i].connect(now) {
-            crate::log(format_args!("redis {}: cannot connect: {e}", self.opts.addr));
-            self.conns[i].down();
-            return self.schedule_retry(ctx, role);
+            return self.fail(ctx, role, &e.to_string());
         }
         let (Some(fd), interest) = (self.conns[i].fd(), self.conns[i].interest()) else { return };
         match ctx.register(fd, interest, i) {
             Ok(token) => self.conns[i].registered(token),
-            Err(e) => {
-                crate::log(format_args!("redis: cannot watch the connection: {e}"));
-                self.conns[i].down();
-                return self.schedule_retry(ctx, role);
-            }
+            Err(e) => return self.fail(ctx, role, &format!("cannot watch the socket: {e}")),
         }
         self.arm_deadline(ctx, role);
     }
@@ -530,6 +527,7 @@ impl Cluster {
             self.stats.reconnects_total += 1;
         }
         self.was_ready[i] = true;
+        self.failing[i] = false;
         if let Some(t) = self.deadline[i].take() {
             ctx.cancel_timer(t);
         }
@@ -691,8 +689,15 @@ impl Cluster {
 
     /// The connection failed: close it, fail what waited, come back after a backoff.
     fn fail(&mut self, ctx: &mut Ctx<'_, Tidings>, role: Role, why: &str) {
-        if self.conns[role as usize].state() == State::Ready || self.was_ready[role as usize] {
-            crate::log(format_args!("redis {}: connection down: {why}", self.opts.addr));
+        // One line per outage, not one per retry.
+        if !self.failing[role as usize] {
+            let what = if self.was_ready[role as usize] { "connection down" } else { "cannot connect" };
+            let conn = match role {
+                Role::Commands => "commands",
+                Role::Notifications => "notifications",
+            };
+            crate::log(format_args!("redis {} ({conn}): {what}: {why} (retrying)", self.opts.addr));
+            self.failing[role as usize] = true;
         }
         for what in self.close(ctx, role) {
             match what {
