@@ -34,11 +34,11 @@ MODES
             server's CPU and RSS over an idle window (RSS per held poll is the growth since
             before the polls were opened, over N); publishes to M of the channels one at a time
             (1 ms apart) and times publish -> delivery (POST written -> that subscriber's 200
-            fully read); then resets all N connections (RST) and times until /stats shows no
-            waiting polls.
+            fully read) and publish -> acknowledgement (POST written -> its 200 read); then
+            resets all N connections (RST) and times until /stats shows no waiting polls.
   fanout    N subscribers hold GET /sub/NAME?since=S on one channel; one publish; reports the
-            time until the last (and the median) subscriber has read it. With --burst K: every
-            subscriber re-polls with its cursor (since=next) while K messages are published
+            time until the last subscriber has read it (and the median, the p99). With
+            --burst K: every subscriber re-polls with its cursor (since=next) while K messages are published
             back to back, and each must receive every message exactly once, in order.
   ws        N WebSockets on GET /ws, each subscribed to one channel (NAME, default
             ws-<our pid>); measures the server's CPU and RSS over an idle window (RSS per

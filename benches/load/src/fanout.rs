@@ -517,15 +517,17 @@ fn report(d: &Fan) {
     let alive = d.alive();
     let fan_ms = ms(h.max());
     let p50_ms = ms(h.quantile(0.5));
+    let p99_ms = ms(h.quantile(0.99));
+    let subscribers = d.fan_subscribers.map_or("na".into(), |s| s.to_string());
     println!(
         "  held         {alive} subscribers in {:.2} s ({} were waiting before)",
         d.held_after.as_secs_f64(),
         d.base_waiting.unwrap_or(0)
     );
     println!(
-        "  fan-out      1 publish reached {} subscribers (server said {}): last after {fan_ms} ms, median {p50_ms} ms",
+        "  fan-out      1 publish reached {} subscribers (server said {subscribers}): last after {fan_ms} ms, \
+         median {p50_ms} ms, p99 {p99_ms} ms",
         d.fan_got,
-        d.fan_subscribers.map_or("?".into(), |s| s.to_string())
     );
     let mut fan_cpu = String::from("fanout_server_cpu_ms=na");
     if let (Some(a), Some(b)) = (d.fan_cpu0, d.fan_cpu1) {
@@ -562,7 +564,8 @@ fn report(d: &Fan) {
     }
     println!("  errors       {} ({})", d.errors.total(), d.errors.describe());
     println!(
-        "RESULT mode=fanout n={} held={alive} fanout_ms={fan_ms} fanout_p50_ms={p50_ms} delivered={} {fan_cpu} \
+        "RESULT mode=fanout n={} held={alive} fanout_ms={fan_ms} fanout_p50_ms={p50_ms} fanout_p99_ms={p99_ms} \
+         fanout_subscribers={subscribers} delivered={} {fan_cpu} \
          {burst_fields} {}",
         d.o.n,
         d.fan_got,
