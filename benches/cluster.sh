@@ -19,7 +19,7 @@
 #    - the fan-out of 1 with the N subscribers spread by the kernel over the nodes, the
 #      publish taken by whichever node the kernel gives its connection to.
 #
-#   benches/cluster.sh                    # 3 rounds, N = 10000 (about 8 minutes)
+#   benches/cluster.sh                    # 3 rounds, N = 10000 (about 4 minutes)
 #   ROUNDS=2 DUR=5 N=10000 benches/cluster.sh
 #   QUICK=1 benches/cluster.sh            # 1 round, N = 2000, short windows (a smoke test)
 #
