@@ -7,6 +7,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::common::Procs;
+
 pub const USAGE: &str = "\
 tidings-load: the tidings load generator (one reactor thread, loopback targets only)
 
@@ -32,11 +34,11 @@ MODES
             server's CPU and RSS over an idle window (RSS per held poll is the growth since
             before the polls were opened, over N); publishes to M of the channels one at a time
             (1 ms apart) and times publish -> delivery (POST written -> that subscriber's 200
-            fully read); then resets all N connections (RST) and times until /stats shows no
-            waiting polls.
+            fully read) and publish -> acknowledgement (POST written -> its 200 read); then
+            resets all N connections (RST) and times until /stats shows no waiting polls.
   fanout    N subscribers hold GET /sub/NAME?since=S on one channel; one publish; reports the
-            time until the last (and the median) subscriber has read it. With --burst K: every
-            subscriber re-polls with its cursor (since=next) while K messages are published
+            time until the last subscriber has read it (and the median, the p99). With
+            --burst K: every subscriber re-polls with its cursor (since=next) while K messages are published
             back to back, and each must receive every message exactly once, in order.
   ws        N WebSockets on GET /ws, each subscribed to one channel (NAME, default
             ws-<our pid>); measures the server's CPU and RSS over an idle window (RSS per
@@ -66,7 +68,13 @@ FLAGS
   --pid PID             the server's pid: report its CPU (and, for longpoll, RSS) from /proc.
                         http: server CPU µs per request over the measured window (the
                         headline figure; use a window of 10 s or more: ticks are 10 ms).
-                        Required for longpoll.
+                        Required for longpoll. http/longpoll/fanout: repeatable, for the
+                        nodes of a cluster behind one --reuse-port address: CPU and RSS are
+                        summed over them, and longpoll/fanout read /stats of each (a node
+                        counts only the polls it holds) through a connection that pid has
+                        accepted (found in /proc), and sum them; longpoll then accepts
+                        `subscribers` 0 in a publish's answer (the node that took the
+                        publish may not be the one holding that channel's poll). sse/ws: once.
   -n N                  longpoll/fanout/ws: held polls or sockets [1000] (1..=60000; the kernel's ephemeral
                         port range, 28k by default, bounds what one target address can take)
   --idle SECS           longpoll/ws: idle window [5] (at most 3600)
@@ -132,7 +140,8 @@ pub struct HttpOpts {
     pub conn_per_request: bool,
     pub warmup: Duration,
     pub timeout: Duration,
-    pub pid: Option<u32>,
+    /// Empty: the server's CPU is not reported.
+    pub pids: Procs,
 }
 
 #[derive(Debug, Clone)]
@@ -141,7 +150,8 @@ pub struct LongpollOpts {
     pub n: usize,
     pub idle: Duration,
     pub publish: usize,
-    pub pid: u32,
+    /// At least one.
+    pub pids: Procs,
     pub prefix: String,
 }
 
@@ -151,7 +161,7 @@ pub struct FanoutOpts {
     pub n: usize,
     pub burst: usize,
     pub channel: String,
-    pub pid: Option<u32>,
+    pub pids: Procs,
 }
 
 /// Every flag as parsed, before the mode picks what it needs.
@@ -165,7 +175,7 @@ struct Raw {
     conn_per_request: bool,
     warmup: Option<Duration>,
     timeout: Option<Duration>,
-    pid: Option<u32>,
+    pids: Vec<u32>,
     n: Option<usize>,
     idle: Option<Duration>,
     publish: Option<usize>,
@@ -246,7 +256,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--pipeline" => raw.pipeline = Some(int(&name, v, 1, 1024)?),
             "--warmup" => raw.warmup = Some(secs(&name, v, true, 600.0)?),
             "--timeout" => raw.timeout = Some(secs(&name, v, false, 600.0)?),
-            "--pid" => raw.pid = Some(int(&name, v, 1, u32::MAX as usize)? as u32),
+            "--pid" => raw.pids.push(int(&name, v, 1, u32::MAX as usize)? as u32),
             "-n" => raw.n = Some(int(&name, v, 1, 60_000)?),
             "--idle" => raw.idle = Some(secs(&name, v, false, 3600.0)?),
             "--publish" => raw.publish = Some(int(&name, v, 0, 60_000)?),
@@ -284,13 +294,24 @@ fn http_opts(raw: Raw) -> Result<HttpOpts, String> {
         conn_per_request: raw.conn_per_request,
         warmup: raw.warmup.unwrap_or(Duration::from_secs(1)),
         timeout: raw.timeout.unwrap_or(Duration::from_secs(5)),
-        pid: raw.pid,
+        pids: Procs(raw.pids),
     })
+}
+
+/// The one `--pid` of the modes that take a single server process.
+fn single_pid(raw: &Raw, mode: &str) -> Result<u32, String> {
+    match raw.pids[..] {
+        [pid] => Ok(pid),
+        [] => Err(format!("{mode} needs --pid PID (the server's pid, to read its CPU and RSS)")),
+        _ => Err(format!("{mode} takes --pid once (one server process)")),
+    }
 }
 
 fn longpoll_opts(raw: Raw) -> Result<LongpollOpts, String> {
     let addr = parse_addr(raw.addr.as_deref().ok_or("longpoll needs --addr, e.g. --addr 127.0.0.1:8080")?)?;
-    let pid = raw.pid.ok_or("longpoll needs --pid PID (the server's pid, to read its CPU and RSS)")?;
+    if raw.pids.is_empty() {
+        return Err("longpoll needs --pid PID (the server's pid, to read its CPU and RSS)".into());
+    }
     let n = raw.n.unwrap_or(1000);
     let publish = raw.publish.unwrap_or(n.min(1000));
     if publish > n {
@@ -301,14 +322,14 @@ fn longpoll_opts(raw: Raw) -> Result<LongpollOpts, String> {
         n,
         idle: raw.idle.unwrap_or(Duration::from_secs(5)),
         publish,
-        pid,
+        pids: Procs(raw.pids),
         prefix: raw.prefix.unwrap_or_else(|| format!("lp-{}-", std::process::id())),
     })
 }
 
 fn sse_opts(raw: Raw) -> Result<SseOpts, String> {
     let addr = parse_addr(raw.addr.as_deref().ok_or("sse needs --addr, e.g. --addr 127.0.0.1:8080")?)?;
-    let pid = raw.pid.ok_or("sse needs --pid PID (the server's pid, to read its CPU and RSS)")?;
+    let pid = single_pid(&raw, "sse")?;
     let n = raw.n.unwrap_or(1000);
     let subs = raw.subs.unwrap_or(n.min(1000));
     if subs > n {
@@ -336,12 +357,18 @@ fn fanout_opts(raw: Raw) -> Result<FanoutOpts, String> {
     if channel.bytes().all(|b| b == b'.') {
         return Err("--channel: a channel name cannot be only dots".into());
     }
-    Ok(FanoutOpts { addr, n: raw.n.unwrap_or(1000), burst: raw.burst.unwrap_or(0), channel, pid: raw.pid })
+    Ok(FanoutOpts {
+        addr,
+        n: raw.n.unwrap_or(1000),
+        burst: raw.burst.unwrap_or(0),
+        channel,
+        pids: Procs(raw.pids),
+    })
 }
 
 fn ws_opts(raw: Raw) -> Result<WsOpts, String> {
     let addr = parse_addr(raw.addr.as_deref().ok_or("ws needs --addr, e.g. --addr 127.0.0.1:8080")?)?;
-    let pid = raw.pid.ok_or("ws needs --pid PID (the server's pid, to read its CPU and RSS)")?;
+    let pid = single_pid(&raw, "ws")?;
     let n = raw.n.unwrap_or(1000);
     let subs = raw.subs.unwrap_or(n.min(1000));
     if subs > n {
@@ -510,14 +537,20 @@ mod tests {
     fn flags() {
         match args("http --url http://127.0.0.1:8080/plaintext -c 10 -d 2.5 --pipeline=16 --pid 7").unwrap() {
             Command::Http(o) => {
-                assert_eq!((o.connections, o.pipeline, o.pid), (10, 16, Some(7)));
+                assert_eq!((o.connections, o.pipeline, o.pids.0), (10, 16, vec![7]));
                 assert_eq!(o.duration, Duration::from_millis(2500));
                 assert_eq!(o.warmup, Duration::from_secs(1));
             }
             other => panic!("{other:?}"),
         }
         match args("longpoll --addr 127.0.0.1:8080 -n 500 --pid 9").unwrap() {
-            Command::Longpoll(o) => assert_eq!((o.n, o.publish, o.pid), (500, 500, 9)),
+            Command::Longpoll(o) => {
+                assert_eq!((o.n, o.publish, o.pids.0), (500, 500, vec![9]));
+            }
+            other => panic!("{other:?}"),
+        }
+        match args("longpoll --addr 127.0.0.1:8080 --pid 9 --pid=10").unwrap() {
+            Command::Longpoll(o) => assert_eq!(o.pids.0, [9, 10]),
             other => panic!("{other:?}"),
         }
         match args("fanout --addr 127.0.0.1:8080 --burst 50").unwrap() {
@@ -559,6 +592,8 @@ mod tests {
             "sse --addr 10.0.0.1:8080 --pid 1",
             "ws --addr 127.0.0.1:8080 --pid 1 -n 10 --subs 11",
             "ws --addr 127.0.0.1:8080 --pid 1 --rate 100001",
+            "ws --addr 127.0.0.1:8080 --pid 3 --pid 4",
+            "sse --addr 127.0.0.1:8080 --pid 3 --pid 4",
         ] {
             assert!(args(bad).is_err(), "accepted: {bad:?}");
         }

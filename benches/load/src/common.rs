@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use reactor::{Reactor, TimerId};
 
 use crate::client::{Fail, Key, Pool};
+use crate::parse::{json_u64, parse_response};
+use test_support::procfs::{self, Cpu};
 
 /// The one deadline the current phase of a hub mode (longpoll, fanout) runs under: a loop
 /// timer with the mode's `tag`, and what the phase is doing, for the message if it fires.
@@ -99,6 +101,173 @@ pub fn check_pid(pid: u32) -> Result<(), String> {
     test_support::procfs::cpu(pid)
         .map(|_| ())
         .map_err(|e| format!("cannot read /proc/{pid}/stat ({e}): is {pid} the server's pid?"))
+}
+
+/// The server's processes (`--pid`, repeatable: the nodes of a cluster on this machine,
+/// e.g. several `tidings --reuse-port` behind one port). Their CPU time and RSS are summed:
+/// the cost of a request is what all of them spent on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Procs(pub Vec<u32>);
+
+impl Procs {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// [`check_pid`] for each.
+    pub fn check(&self) -> Result<(), String> {
+        self.0.iter().try_for_each(|&pid| check_pid(pid))
+    }
+
+    /// The summed CPU time (`None` without pids, or if one cannot be read).
+    pub fn cpu(&self) -> Option<Cpu> {
+        if self.is_empty() {
+            return None;
+        }
+        let ticks = self.0.iter().map(|&pid| procfs::cpu(pid).map(|c| c.ticks)).sum::<io::Result<u64>>();
+        ticks.ok().map(|ticks| Cpu { ticks })
+    }
+
+    /// The summed resident memory.
+    pub fn rss_bytes(&self) -> io::Result<u64> {
+        self.0.iter().map(|&pid| procfs::rss_bytes(pid)).sum()
+    }
+
+    /// `pid 7` or `pids 7+9`, for the report lines.
+    pub fn describe(&self) -> String {
+        let list: Vec<String> = self.0.iter().map(u32::to_string).collect();
+        match list.len() {
+            1 => format!("pid {}", list[0]),
+            _ => format!("pids {}", list.join("+")),
+        }
+    }
+}
+
+/// The figures of `/stats` the hub modes wait on, summed over every node.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatsSum {
+    pub waiting: u64,
+    /// `None` if a node does not report `loop_wakeups_total`.
+    pub wakeups: Option<u64>,
+}
+
+/// `GET /stats` of every process of the server, summed: with one `--pid` (or none) the
+/// target's; with several (the nodes of a cluster behind one `--reuse-port` address, each
+/// counting only the polls it holds itself) one keep-alive connection **pinned** to each:
+/// connections to the shared address are opened until the kernel has handed one to each
+/// pid (the server-side socket of the connection, found in `/proc/net/tcp`, is among that
+/// pid's descriptors). Blocking, one node after the other: these are control requests
+/// (about 0.1 ms each on loopback), never measured, and their answer is needed before the
+/// phase can go on anyway.
+pub struct StatsGroup {
+    addr: SocketAddr,
+    req: Vec<u8>,
+    /// One per node: its pid (`None`: whichever process answers) and its connection.
+    nodes: Vec<(Option<u32>, Option<TcpStream>)>,
+}
+
+/// Connections opened to reach one given process before giving up (the kernel picks the
+/// process by a hash of the connection's addresses, so a few tries find each of K nodes).
+const PIN_TRIES: usize = 64;
+
+impl StatsGroup {
+    pub fn new(addr: SocketAddr, pids: &Procs) -> StatsGroup {
+        let nodes = match pids.0.len() {
+            0 | 1 => vec![(None, None)],
+            _ => pids.0.iter().map(|&pid| (Some(pid), None)).collect(),
+        };
+        StatsGroup { addr, req: crate::client::get_request(&addr.to_string(), "/stats", false), nodes }
+    }
+
+    /// Reads `/stats` of every node (reconnecting, once per node, a connection the server
+    /// closed in the meantime) and sums it.
+    pub fn read(&mut self) -> Result<StatsSum, String> {
+        let mut sum = StatsSum { waiting: 0, wakeups: Some(0) };
+        for i in 0..self.nodes.len() {
+            let body = match self.ask(i) {
+                Ok(b) => b,
+                Err(_) => {
+                    self.nodes[i].1 = None;
+                    self.ask(i)?
+                }
+            };
+            let waiting = json_u64(&body, "waiting_polls")
+                .ok_or("GET /stats answered without \"waiting_polls\": is this a tidings server?")?;
+            sum.waiting += waiting;
+            sum.wakeups = sum.wakeups.zip(json_u64(&body, "loop_wakeups_total")).map(|(a, b)| a + b);
+        }
+        Ok(sum)
+    }
+
+    /// One `GET /stats` to node `i`: the body of its 200.
+    fn ask(&mut self, i: usize) -> Result<Vec<u8>, String> {
+        let (pid, conn) = &mut self.nodes[i];
+        let stream = match conn {
+            Some(s) => s,
+            None => conn.insert(connect_to_pid(self.addr, *pid)?),
+        };
+        stream.write_all(&self.req).map_err(|e| format!("GET /stats: {e}"))?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(resp) = parse_response(&buf).map_err(|e| format!("GET /stats: {e}"))? {
+                if resp.status != 200 {
+                    return Err(format!("GET /stats answered {}", resp.status));
+                }
+                if resp.close {
+                    *conn = None;
+                }
+                return Ok(resp.body.to_vec());
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) => return Err("GET /stats: the server closed the connection".into()),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(format!("GET /stats: {e}")),
+            }
+        }
+    }
+}
+
+/// A keep-alive connection to `addr` that process `pid` has accepted (any process if `None`).
+fn connect_to_pid(addr: SocketAddr, pid: Option<u32>) -> Result<TcpStream, String> {
+    for _ in 0..PIN_TRIES {
+        let s = TcpStream::connect(addr).map_err(|e| cannot_connect(addr, &e))?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+        let Some(pid) = pid else { return Ok(s) };
+        let local = s.local_addr().map_err(|e| e.to_string())?;
+        // The server accepts at once; its side of the connection has an inode once accepted.
+        for _ in 0..100 {
+            match accepted_by(addr, local, pid) {
+                Some(true) => return Ok(s),
+                Some(false) => break,
+                None => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    }
+    Err(format!(
+        "no connection to {addr} reached pid {pid:?} in {PIN_TRIES} tries: is it a node listening there?"
+    ))
+}
+
+/// Whether the server side of the connection `server` <- `client` is a descriptor of `pid`;
+/// `None` while it is not accepted yet (no inode in `/proc/net/tcp`).
+fn accepted_by(server: SocketAddr, client: SocketAddr, pid: u32) -> Option<bool> {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => format!("{:08X}:{:04X}", u32::from_ne_bytes(v4.ip().octets()), v4.port()),
+        SocketAddr::V6(v6) => format!("{:04X}", v6.port()),
+    };
+    let (want_local, want_remote) = (hex(server), hex(client));
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let inode = table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_ascii_whitespace().collect();
+        (f.len() > 9 && f[1] == want_local && f[2] == want_remote).then(|| f[9].to_string())
+    })?;
+    if inode == "0" {
+        return None;
+    }
+    let target = format!("socket:[{inode}]");
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(fds.flatten().any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == target.as_str())))
 }
 
 /// The message for a connect that failed before any connection ever succeeded.

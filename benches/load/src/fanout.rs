@@ -24,11 +24,11 @@ use reactor::Reactor;
 
 use crate::args::FanoutOpts;
 use crate::client::{get_request, post_request, Client, Driver, Fail, Key, Pool};
-use crate::common::{cannot_connect, describe_fail, ms, Ctl, Errors, PhaseDeadline};
+use crate::common::{cannot_connect, describe_fail, ms, Ctl, Errors, PhaseDeadline, StatsGroup};
 use crate::hist::Histogram;
 use crate::longpoll::{MAX_CONNECTING, OPEN_BATCH};
 use crate::parse::{etag_u64, json_u64, messages, Response};
-use test_support::procfs::{self, Cpu};
+use test_support::procfs::Cpu;
 
 const OPEN: u64 = 1;
 const STATS_POLL: u64 = 2;
@@ -36,7 +36,6 @@ const DEADLINE: u64 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
-    Stats,
     Pub,
     Sub,
 }
@@ -62,11 +61,9 @@ enum Phase {
 struct Fan {
     o: FanoutOpts,
     host: String,
-    stats_req: Vec<u8>,
     phase: Phase,
-    stats: Ctl,
+    stats: StatsGroup,
     publ: Ctl,
-    stats_failures: u32,
     base_waiting: Option<u64>,
     start_seq: Option<u64>,
     opened: usize,
@@ -114,15 +111,9 @@ impl Fan {
     }
 
     fn stats_request(&mut self, pool: &mut Pool<FanConn>, r: &mut Reactor<()>) {
-        if self.stats.outstanding > 0 {
-            return;
-        }
-        let req = std::mem::take(&mut self.stats_req);
-        let sent =
-            self.stats.send(pool, r, &req, 1, || FanConn { role: Role::Stats, cursor: 0, done: false });
-        self.stats_req = req;
-        if let Err(e) = sent {
-            self.fatal(r, cannot_connect(pool.addr(), &e));
+        match self.stats.read() {
+            Ok(sum) => self.on_stats(pool, r, sum.waiting),
+            Err(e) => self.fatal(r, e),
         }
     }
 
@@ -214,7 +205,7 @@ impl Fan {
                     self.phase = Phase::Fan;
                     self.deadline.set(r, DEADLINE, Duration::from_secs(30), "the fan-out");
                     let seq = self.start_seq.unwrap_or(0) + 1;
-                    self.fan_cpu0 = self.o.pid.and_then(|p| procfs::cpu(p).ok());
+                    self.fan_cpu0 = self.o.pids.cpu();
                     self.publish(pool, r, seq..=seq);
                     self.fan_posted = Instant::now();
                 } else {
@@ -228,7 +219,7 @@ impl Fan {
                         + Duration::from_micros(self.o.n as u64 * self.o.burst as u64);
                     self.deadline.set(r, DEADLINE, budget, "the burst");
                     let first = self.start_seq.unwrap_or(0) + 2;
-                    self.cpu0 = self.o.pid.and_then(|p| procfs::cpu(p).ok());
+                    self.cpu0 = self.o.pids.cpu();
                     self.publish(pool, r, first..=self.last_seq());
                     self.burst_posted = Instant::now();
                 }
@@ -317,7 +308,7 @@ impl Fan {
     fn check_complete(&mut self, pool: &mut Pool<FanConn>, r: &mut Reactor<()>) {
         match self.phase {
             Phase::Fan if self.fan_got >= self.alive() && self.fan_subscribers.is_some() => {
-                self.fan_cpu1 = self.o.pid.and_then(|p| procfs::cpu(p).ok());
+                self.fan_cpu1 = self.o.pids.cpu();
                 eprintln!(
                     "fanout: all {} subscribers had it after {} ms",
                     self.fan_got,
@@ -337,7 +328,7 @@ impl Fan {
                 self.stats_request(pool, r);
             }
             Phase::Burst if self.burst_done >= self.alive() && self.pub_acks > self.o.burst => {
-                self.cpu1 = self.o.pid.and_then(|p| procfs::cpu(p).ok());
+                self.cpu1 = self.o.pids.cpu();
                 self.finish(pool, r);
             }
             _ => {}
@@ -397,21 +388,6 @@ impl Driver<FanConn> for Fan {
     fn on_response(&mut self, pool: &mut Pool<FanConn>, r: &mut Reactor<()>, key: Key, resp: &Response<'_>) {
         let Some(role) = pool.get(key).map(|c| c.data.role) else { return };
         match role {
-            Role::Stats => {
-                self.stats.answered();
-                self.stats_failures = 0;
-                let waiting = (resp.status == 200).then(|| json_u64(resp.body, "waiting_polls")).flatten();
-                match waiting {
-                    Some(w) => self.on_stats(pool, r, w),
-                    None => {
-                        let msg = format!(
-                            "GET /stats answered {} without \"waiting_polls\": is this a tidings server?",
-                            resp.status
-                        );
-                        self.fatal(r, msg)
-                    }
-                }
-            }
             Role::Pub => {
                 self.publ.answered();
                 self.on_pub_ack(pool, r, resp);
@@ -434,15 +410,6 @@ impl Driver<FanConn> for Fan {
             }
         }
         match data.role {
-            Role::Stats => {
-                if self.stats.lost() > 0 {
-                    self.stats_failures += 1;
-                    if self.stats_failures > 3 {
-                        return self.fatal(r, format!("GET /stats keeps failing: {}", describe_fail(&fail)));
-                    }
-                    self.stats_request(pool, r);
-                }
-            }
             Role::Pub => {
                 let lost = self.publ.lost();
                 if lost > 0 {
@@ -469,7 +436,7 @@ impl Driver<FanConn> for Fan {
                     // Report what arrived: the missing deliveries are the finding.
                     eprintln!("fanout: {msg}");
                     self.errors.timeout += 1;
-                    self.cpu1 = self.o.pid.and_then(|p| procfs::cpu(p).ok());
+                    self.cpu1 = self.o.pids.cpu();
                     return self.finish(pool, r);
                 }
                 self.fatal(r, msg);
@@ -480,9 +447,7 @@ impl Driver<FanConn> for Fan {
 }
 
 pub fn run(o: FanoutOpts) -> Result<(), String> {
-    if let Some(pid) = o.pid {
-        crate::common::check_pid(pid)?;
-    }
+    o.pids.check()?;
     let mut r = Reactor::<()>::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
     let host = o.addr.to_string();
     let now = Instant::now();
@@ -491,12 +456,10 @@ pub fn run(o: FanoutOpts) -> Result<(), String> {
         o.n, o.channel, o.addr, o.burst
     );
     let fan = Fan {
-        stats_req: get_request(&host, "/stats", false),
         host,
         phase: Phase::Setup,
-        stats: Ctl::default(),
+        stats: StatsGroup::new(o.addr, &o.pids),
         publ: Ctl::default(),
-        stats_failures: 0,
         base_waiting: None,
         start_seq: None,
         opened: 0,
@@ -554,15 +517,17 @@ fn report(d: &Fan) {
     let alive = d.alive();
     let fan_ms = ms(h.max());
     let p50_ms = ms(h.quantile(0.5));
+    let p99_ms = ms(h.quantile(0.99));
+    let subscribers = d.fan_subscribers.map_or("na".into(), |s| s.to_string());
     println!(
         "  held         {alive} subscribers in {:.2} s ({} were waiting before)",
         d.held_after.as_secs_f64(),
         d.base_waiting.unwrap_or(0)
     );
     println!(
-        "  fan-out      1 publish reached {} subscribers (server said {}): last after {fan_ms} ms, median {p50_ms} ms",
+        "  fan-out      1 publish reached {} subscribers (server said {subscribers}): last after {fan_ms} ms, \
+         median {p50_ms} ms, p99 {p99_ms} ms",
         d.fan_got,
-        d.fan_subscribers.map_or("?".into(), |s| s.to_string())
     );
     let mut fan_cpu = String::from("fanout_server_cpu_ms=na");
     if let (Some(a), Some(b)) = (d.fan_cpu0, d.fan_cpu1) {
@@ -599,7 +564,8 @@ fn report(d: &Fan) {
     }
     println!("  errors       {} ({})", d.errors.total(), d.errors.describe());
     println!(
-        "RESULT mode=fanout n={} held={alive} fanout_ms={fan_ms} fanout_p50_ms={p50_ms} delivered={} {fan_cpu} \
+        "RESULT mode=fanout n={} held={alive} fanout_ms={fan_ms} fanout_p50_ms={p50_ms} fanout_p99_ms={p99_ms} \
+         fanout_subscribers={subscribers} delivered={} {fan_cpu} \
          {burst_fields} {}",
         d.o.n,
         d.fan_got,

@@ -21,7 +21,7 @@ use crate::client::{get_request, Client, Driver, Fail, Key, Pool};
 use crate::common::{cannot_connect, us, Errors};
 use crate::hist::Histogram;
 use crate::parse::Response;
-use test_support::procfs::{self, Cpu};
+use test_support::procfs::Cpu;
 
 const TICK: u64 = 1;
 const WARMUP_END: u64 = 2;
@@ -116,13 +116,13 @@ impl HttpDriver {
         self.errors = Errors::default();
         self.opened = 0;
         self.server_closes = 0;
-        self.cpu_start = self.o.pid.and_then(|p| procfs::cpu(p).ok());
+        self.cpu_start = self.o.pids.cpu();
         self.t_start = Some(Instant::now());
     }
 
     fn end(&mut self, pool: &mut Pool<HttpConn>, r: &mut Reactor<()>) {
         self.t_end = Some(Instant::now());
-        self.cpu_end = self.o.pid.and_then(|p| procfs::cpu(p).ok());
+        self.cpu_end = self.o.pids.cpu();
         self.phase = Phase::Done;
         pool.close_all(r, true);
         r.stop();
@@ -228,9 +228,7 @@ impl Driver<HttpConn> for HttpDriver {
 
 pub fn run(o: HttpOpts) -> Result<(), String> {
     let mut r = Reactor::<()>::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
-    if let Some(pid) = o.pid {
-        crate::common::check_pid(pid)?;
-    }
+    o.pids.check()?;
     let mode = if o.conn_per_request {
         "a new connection per request".to_string()
     } else if o.pipeline > 1 {
@@ -313,20 +311,23 @@ fn report(o: &HttpOpts, d: &HttpDriver) {
         d.opened, d.server_closes
     );
     let mut cpu_fields = String::from("server_cpu_pct=na server_cpu_us_per_req=na");
-    match (o.pid, d.cpu_start, d.cpu_end) {
-        (Some(pid), Some(a), Some(b)) => {
+    match (o.pids.is_empty(), d.cpu_start, d.cpu_end) {
+        (true, _, _) => {}
+        (false, Some(a), Some(b)) => {
             let cpu = a.until(b).as_secs_f64();
             let pct = 100.0 * cpu / secs;
             let per_req = if d.done > 0 { cpu * 1e6 / d.done as f64 } else { 0.0 };
             println!(
-                "  server CPU   pid {pid}: {cpu:.2} s over {secs:.2} s = {pct:.1}% of a core; \
+                "  server CPU   {}: {cpu:.2} s over {secs:.2} s = {pct:.1}% of a core; \
                  {per_req:.3} us per request (ticks of {} ms)",
+                o.pids.describe(),
                 1000 / test_support::cpu::clock_ticks_per_second()
             );
             cpu_fields = format!("server_cpu_pct={pct:.1} server_cpu_us_per_req={per_req:.3}");
         }
-        (Some(pid), _, _) => println!("  server CPU   pid {pid}: could not be read at the start or end"),
-        _ => {}
+        (false, _, _) => {
+            println!("  server CPU   {}: could not be read at the start or end", o.pids.describe())
+        }
     }
     println!(
         "RESULT mode=http conns={} pipeline={} conn_per_request={} duration_s={secs:.3} requests={} rps={rps:.0} \
