@@ -153,8 +153,9 @@ pub enum ClusterEvent {
     Published { channel: Box<str>, from: Publisher, outcome: Result<(u32, u64), PublishFailed> },
     /// A channel's log as Redis has it: give it to the mirror.
     Loaded { channel: Box<str>, epoch: u32, last_seq: u64, messages: Vec<(u64, Vec<u8>)> },
-    /// A publish announced by Redis: append it to the mirror.
-    Notified { channel: Box<str>, epoch: u32, seq: u64, data: Vec<u8> },
+    /// Publishes announced by Redis (`(epoch, seq, data)`, in order; several when they came
+    /// in one read): append them to the mirror, and wake its waiters once.
+    Notified { channel: Box<str>, notes: Vec<(u32, u64, Vec<u8>)> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -606,8 +607,8 @@ impl Cluster {
             return;
         };
         self.events.push(ClusterEvent::Loaded { channel: name.clone(), epoch, last_seq, messages });
-        for (epoch, seq, data) in buffered {
-            self.events.push(ClusterEvent::Notified { channel: name.clone(), epoch, seq, data });
+        if !buffered.is_empty() {
+            self.events.push(ClusterEvent::Notified { channel: name.clone(), notes: buffered });
         }
         if overflowed {
             self.load(ctx, &name);
@@ -636,12 +637,16 @@ impl Cluster {
                     *overflowed = true;
                 }
             }
-            Read::Idle | Read::Wanted => self.events.push(ClusterEvent::Notified {
-                channel: name.into(),
-                epoch,
-                seq,
-                data: data.to_vec(),
-            }),
+            Read::Idle | Read::Wanted => match self.events.last_mut() {
+                // The next of a burst on the same channel: one wake for all of them.
+                Some(ClusterEvent::Notified { channel, notes }) if **channel == *name => {
+                    notes.push((epoch, seq, data.to_vec()))
+                }
+                _ => self.events.push(ClusterEvent::Notified {
+                    channel: name.into(),
+                    notes: vec![(epoch, seq, data.to_vec())],
+                }),
+            },
         }
     }
 

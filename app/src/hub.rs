@@ -317,17 +317,22 @@ pub struct Removed<W> {
     pub epoch: u32,
 }
 
-/// What a notification of a mirror ([`Hub::append`]) did.
+/// What notifications of a mirror ([`Hub::append`]) did.
 #[derive(Debug)]
-pub enum Appended<W> {
-    /// Taken, in order: deliver it.
-    Delivered(Published<W>),
-    /// Already here (the load that followed a subscribe had it).
+pub struct Appended<W> {
+    /// Some were taken, in order: deliver them (one wake for all). `None`: nothing new (the
+    /// channel is not held or still loading, or they were already here).
+    pub published: Option<Published<W>>,
+    /// One was out of order (a seq skipped, or another epoch): read the channel again.
+    pub gap: bool,
+}
+
+/// What one notification did.
+enum Taken {
+    Pushed(u64),
     Duplicate,
-    /// Not in order (a seq was skipped, or another epoch): read the channel again.
     Gap,
-    /// The channel is not held, or still loading.
-    NotLoaded,
+    NotHeld,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -745,39 +750,64 @@ impl<W> Hub<W> {
         Some(Published { seq: last_seq, epoch, deliveries })
     }
 
-    /// Mirror: a publish of channel `name` as Redis announced it. Taken only in order.
-    pub fn append(&mut self, name: &str, epoch: u32, seq: u64, data: Vec<u8>, now_ms: u64) -> Appended<W> {
-        let Some(&key) = self.names.get(name) else { return Appended::NotLoaded };
-        let c = &mut self.channels[key as usize];
+    /// Mirror: publishes of channel `name` as Redis announced them (`(epoch, seq, data)`,
+    /// in the order they came: usually one, several when a burst arrived in one read). Each is
+    /// taken only in order; the waiters are woken once, after the last one taken, so a burst
+    /// answers a held poll with one batch rather than one message per re-poll.
+    pub fn append(
+        &mut self,
+        name: &str,
+        notes: impl IntoIterator<Item = (u32, u64, Vec<u8>)>,
+        now_ms: u64,
+    ) -> Appended<W> {
+        let Some(&key) = self.names.get(name) else { return Appended { published: None, gap: false } };
+        let mut last = None;
+        let mut gap = false;
+        for (epoch, seq, data) in notes {
+            match self.push_notified(key, epoch, seq, data, now_ms) {
+                Taken::Pushed(seq) => last = Some(seq),
+                Taken::Duplicate => {}
+                Taken::Gap => {
+                    gap = true;
+                    break;
+                }
+                Taken::NotHeld => break,
+            }
+        }
+        let published = match last {
+            Some(seq) if self.channels.contains(key as usize) => Some(self.woken_by(key, seq)),
+            _ => None,
+        };
+        Appended { published, gap }
+    }
+
+    fn push_notified(&mut self, key: u32, epoch: u32, seq: u64, data: Vec<u8>, now_ms: u64) -> Taken {
+        let Some(c) = self.channels.get_mut(key as usize) else { return Taken::NotHeld };
         if c.state == ChannelState::Loading {
-            return Appended::NotLoaded;
+            return Taken::NotHeld;
         }
         if c.epoch == 0 && c.last_seq == 0 && seq == 1 {
             c.epoch = epoch; // the channel's first life begins
         }
         if epoch != c.epoch || seq > c.last_seq + 1 {
-            return Appended::Gap;
+            return Taken::Gap;
         }
         if seq <= c.last_seq {
-            return Appended::Duplicate;
+            return Taken::Duplicate;
         }
         let cost = data.len().saturating_add(MESSAGE_OVERHEAD);
-        self.expire(now_ms);
         if cost > self.limits.retain_bytes {
-            // Larger than this node keeps: its seq passes, counted as evicted.
-            if let Some(c) = self.channels.get_mut(key as usize) {
-                c.last_seq += 1;
-            }
+            // Larger than this node keeps (another node's flags): read again, it is skipped.
             self.stats.evicted_total += 1;
-            return Appended::Gap;
+            return Taken::Gap;
         }
+        self.expire(now_ms);
         while self.stats.retained_bytes + cost > self.limits.max_retained_bytes && self.evict_oldest() {}
         if !self.channels.contains(key as usize) {
-            return Appended::NotLoaded;
+            return Taken::NotHeld;
         }
-        let seq = self.push_message(key, data, now_ms);
         self.stats.published_total += 1;
-        Appended::Delivered(self.woken_by(key, seq))
+        Taken::Pushed(self.push_message(key, data, now_ms))
     }
 
     /// Mirror: forgets channel `name` if nobody waits on it (the node stops following it in
@@ -1355,16 +1385,25 @@ mod tests {
     fn a_mirror_appends_in_order_and_asks_to_reload_on_a_gap() {
         let mut h: TestHub = Hub::mirror(limits(10));
         park(&mut h, "c", None, 1);
-        assert!(matches!(h.append("c", 9, 1, b"x".to_vec(), 0), Appended::NotLoaded));
+        let one = |epoch, seq, data: &[u8]| [(epoch, seq, data.to_vec())];
+        let a = h.append("c", one(9, 1, b"x"), 0);
+        assert!(a.published.is_none() && !a.gap, "still loading: not taken");
         let p = h.load("c", 0, 0, Vec::new(), 0).unwrap();
         assert!(p.deliveries.is_empty());
         // No life yet: the first notification starts it.
-        let Appended::Delivered(p) = h.append("c", 9, 1, b"a".to_vec(), 0) else { panic!() };
+        let p = h.append("c", one(9, 1, b"a"), 0).published.unwrap();
         assert_eq!(shape(&h, &p), vec![(vec![1], false, vec![1], 0)]);
-        assert!(matches!(h.append("c", 9, 1, b"a".to_vec(), 0), Appended::Duplicate));
-        assert!(matches!(h.append("c", 9, 3, b"c".to_vec(), 0), Appended::Gap));
-        assert!(matches!(h.append("c", 8, 2, b"b".to_vec(), 0), Appended::Gap));
-        assert!(matches!(h.append("c", 9, 2, b"b".to_vec(), 0), Appended::Delivered(_)));
+        let dup = h.append("c", one(9, 1, b"a"), 0);
+        assert!(dup.published.is_none() && !dup.gap);
+        assert!(h.append("c", one(9, 3, b"c"), 0).gap);
+        assert!(h.append("c", one(8, 2, b"b"), 0).gap);
+        // A burst in one read: one wake, one batch for the held poll.
+        park(&mut h, "c", Some(Cursor { since: 1, epoch: Some(9) }), 2);
+        let burst =
+            vec![(9, 1, b"a".to_vec()), (9, 2, b"b".to_vec()), (9, 3, b"c".to_vec()), (9, 5, b"e".to_vec())];
+        let a = h.append("c", burst, 0);
+        assert!(a.gap, "5 skips 4");
+        assert_eq!(shape(&h, &a.published.unwrap()), vec![(vec![2, 3], false, vec![2], 0)]);
     }
 
     #[test]
@@ -1384,7 +1423,7 @@ mod tests {
         let p = h.load("c", 6, 1, msgs(1..=1), 0).unwrap();
         assert_eq!(shape(&h, &p), vec![(vec![1], true, vec![3], 1)]);
         assert_eq!(h.waiting_on("c"), 1, "the stream stays, at the new life's seq");
-        let Appended::Delivered(p) = h.append("c", 6, 2, b"n".to_vec(), 0) else { panic!() };
+        let p = h.append("c", [(6, 2, b"n".to_vec())], 0).published.unwrap();
         assert_eq!(shape(&h, &p), vec![(vec![2], false, vec![], 1)]);
     }
 

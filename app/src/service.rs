@@ -165,6 +165,9 @@ pub struct Tidings {
     ws: ws::Sockets,
     /// `--redis`: the cluster engine; the hub is then a mirror of Redis.
     cluster: Option<Cluster>,
+    /// Cluster mode: how many subscribers the last notification of each channel reached here,
+    /// for the answer to a publish whose notification came back before its reply.
+    reached: Reached,
     /// Peeks (`timeout=0`) parked until their channel loads (waiter key, its timer): answered
     /// 304 once it has loaded, if the load did not answer them with messages.
     peeks: Vec<(usize, TimerId)>,
@@ -226,6 +229,7 @@ impl Tidings {
             sse,
             cluster,
             peeks: Vec::new(),
+            reached: Reached::default(),
         })
     }
 
@@ -632,8 +636,11 @@ impl Tidings {
         match event {
             ClusterEvent::Published { channel, from, outcome } => match (from, outcome) {
                 (Publisher::Http { responder, target }, Ok((_, seq))) => {
-                    // The subscribers of this node; the others are not known here.
-                    let body = render::published(seq, self.hub.waiting_on(&channel));
+                    // The subscribers of this node it reached (or, if its notification has not
+                    // come back yet, will reach); the other nodes' are not known here.
+                    let reached =
+                        self.reached.of(&channel, seq).unwrap_or_else(|| self.hub.waiting_on(&channel));
+                    let body = render::published(seq, reached);
                     self.answer(ctx, responder, Response::json(200, body), &target);
                 }
                 (Publisher::Http { responder, target }, Err(why)) => {
@@ -656,17 +663,19 @@ impl Tidings {
                 }
                 self.answer_peeks(ctx);
             }
-            ClusterEvent::Notified { channel, epoch, seq, data } => {
+            ClusterEvent::Notified { channel, notes } => {
                 // Latency in cluster mode runs from the notification's arrival.
                 let accepted = Instant::now();
-                match self.hub.append(&channel, epoch, seq, data, ctx.now_ms()) {
-                    Appended::Delivered(published) => self.fan_out(ctx, &channel, published, accepted),
-                    Appended::Gap => {
-                        if let Some(cluster) = self.cluster.as_mut() {
-                            cluster.reload(ctx, &channel);
-                        }
+                let first = notes.first().map_or(0, |n| n.1);
+                let Appended { published, gap } = self.hub.append(&channel, notes, ctx.now_ms());
+                if let Some(published) = published {
+                    self.reached.note(&channel, first..=published.seq, published.subscribers());
+                    self.fan_out(ctx, &channel, published, accepted);
+                }
+                if gap {
+                    if let Some(cluster) = self.cluster.as_mut() {
+                        cluster.reload(ctx, &channel);
                     }
-                    Appended::Duplicate | Appended::NotLoaded => {}
                 }
             }
         }
@@ -939,6 +948,30 @@ impl Tidings {
                 Cancelled::NotFound => {}
             }
         }
+    }
+}
+
+/// Cluster mode: per channel, the seqs of the last notifications this node delivered (one,
+/// or a burst woken together) and how many of its subscribers they reached. Bounded: forgotten wholesale past [`Reached::MAX`]
+/// channels (an answer then falls back to the subscribers waiting now).
+#[derive(Default)]
+struct Reached {
+    last: HashMap<Box<str>, (std::ops::RangeInclusive<u64>, usize)>,
+}
+
+impl Reached {
+    const MAX: usize = 4096;
+
+    fn note(&mut self, channel: &str, seqs: std::ops::RangeInclusive<u64>, subscribers: usize) {
+        if self.last.len() >= Reached::MAX && !self.last.contains_key(channel) {
+            self.last.clear();
+        }
+        self.last.insert(channel.into(), (seqs, subscribers));
+    }
+
+    /// The subscribers publish `seq` reached, if it was among the last delivered.
+    fn of(&self, channel: &str, seq: u64) -> Option<usize> {
+        self.last.get(channel).filter(|(seqs, _)| seqs.contains(&seq)).map(|(_, n)| *n)
     }
 }
 
