@@ -28,7 +28,7 @@
 //!
 //! # What a node does
 //! Its hub is a **mirror** ([`crate::hub`]) of the channels it has subscribers for. For each
-//! such channel it keeps a [`Link`]: it subscribes (Redis pub/sub) when the first local
+//! such channel it keeps a `Link`: it subscribes (Redis pub/sub) when the first local
 //! subscriber comes, reads the channel's log once (one `EVALSHA` that returns epoch, seq and
 //! the retained messages: one range read, whatever the number and cursors of its
 //! subscribers), then takes each notification in order. A gap (a notification lost, another

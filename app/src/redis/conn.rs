@@ -9,13 +9,13 @@
 //! the handshake, a broken reply, a command unanswered for the timeout) goes back to `Down`:
 //! the socket is closed and every command still waiting for its reply is handed back to the
 //! caller, which answers it (a publish: 503). The caller owns the timers: it asks
-//! [`RedisConn::deadline`] when the oldest command must be answered, and calls
+//! [`RedisConn::oldest`] when the oldest command was written, and calls
 //! [`RedisConn::connect`] when its retry timer fires.
 //!
 //! What each reply is for (`E`, the caller's type) is kept beside the command in a queue, in
 //! the order the commands were written: Redis answers in that order, so the front of the
 //! queue is what the next reply answers. On a subscribed connection, published messages
-//! arrive in between; [`RedisConn::read`] gives them apart ([`Incoming::Push`]).
+//! arrive in between; [`RedisConn::ready`] gives them apart ([`Incoming::Push`]).
 //!
 //! Every queue is bounded: at most [`MAX_IN_FLIGHT`] commands wait for a reply (past it,
 //! [`RedisConn::send`] refuses), and a reply may be at most what [`ReplyLimits`] allows.

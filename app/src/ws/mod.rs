@@ -16,7 +16,7 @@
 //!
 //! # Why it is built like this
 //! - Each subscription is a stream of the [`Hub`] ([`Hub::add_stream`]) once it has caught
-//!   up; until then it is a cursor here ([`SubState::CatchingUp`]), fed batch by batch as the
+//!   up; until then it is a cursor here (`SubState::CatchingUp`), fed batch by batch as the
 //!   socket drains, so a client with a large backlog is never taken for a slow one and
 //!   nothing is buffered for it beyond [`CATCH_UP_CHUNK`]. One thread: no publish can slip in
 //!   between the last batch and the parking.
@@ -25,7 +25,7 @@
 //! - Backpressure as for every stream: a socket whose unsent output passes the server's
 //!   output limit ([`Flow::Slow`]) is dropped and counted (`ws_dropped_slow_total`); it
 //!   reconnects with its cursor and loses nothing still retained.
-//! - Liveness ([`Liveness`]): every `--ws-ping` seconds a socket that sent nothing during
+//! - Liveness (`Liveness`): every `--ws-ping` seconds a socket that sent nothing during
 //!   the last interval is pinged; one that still has sent nothing at the next tick is closed
 //!   (1008). A half-sent frame followed by silence ends the same way.
 //! - The frame rules (masking, RSV bits, fragmentation, control frames, sizes, UTF-8) are in
