@@ -267,6 +267,9 @@ pub(crate) struct Conn<N> {
     pub(crate) timer: Option<(TimerId, u64)>,
     /// Already in the server's list of connections to revisit after this callback.
     pub(crate) in_ready: bool,
+    /// Dispatching stopped at the turn's budget with requests left in `rbuf`: a timer brings
+    /// it back next turn (so a FIN seen meanwhile must not close it yet).
+    pub(crate) resuming: bool,
 }
 
 impl<N> Conn<N> {
@@ -284,6 +287,7 @@ impl<N> Conn<N> {
             clock: Clock::KeepAlive,
             timer: None,
             in_ready: false,
+            resuming: false,
         }
     }
 
@@ -421,7 +425,8 @@ impl<S: Service> Server<S> {
             // Otherwise keep writing: requests still buffered behind the output cap are
             // answered as it drains (a half-closed client still reads), then we close.
             let lingering = matches!(conn.phase, Phase::Linger);
-            if conn.phase.kind().held_by_service() || conn.out.is_empty() || lingering {
+            let answered = conn.out.is_empty() && !conn.resuming;
+            if conn.phase.kind().held_by_service() || answered || lingering {
                 self.close(r, key, !lingering);
                 return;
             }

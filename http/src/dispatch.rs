@@ -3,7 +3,11 @@
 //!
 //! `Server::dispatch_buffered` parses as many complete requests as the buffer holds (pipelining) and
 //! calls the [`Service`] for each; a responder the service *keeps* stops the parsing: later
-//! requests wait their turn. On an upgraded connection it hands the buffer to the service
+//! requests wait their turn. So does a turn that has run for [`TURN_BUDGET_MS`]: one client's
+//! pipelined batch of costly requests (publishes that each wake thousands of subscribers) must
+//! not keep every other client waiting until it is done. The rest of the batch is dispatched
+//! on the next turn (a zero-delay timer brings it back), after the loop has looked at
+//! everyone else. On an upgraded connection it hands the buffer to the service
 //! instead. The answers are serialised straight into the connection's output, to be written
 //! with one `write` per batch.
 
@@ -14,10 +18,18 @@ use crate::response::{self, Body, BodyLength, HeadContext, Response};
 use crate::server::{Server, ServerState};
 use crate::service::{Ctx, Loop, Responder, Service, StreamId};
 
+/// How long a loop turn may dispatch one connection's pipelined requests before it lets the
+/// others have their turn (ms since the loop woke up).
+pub const TURN_BUDGET_MS: u64 = 2;
+/// The clock is read once per this many requests (a read costs about as much as 1/40 of the
+/// cheapest request; once per request would show in the CPU per request).
+const BUDGET_CHECK_EVERY: u32 = 16;
+
 impl<S: Service> Server<S> {
     /// Parses and dispatches every complete request in the buffer, in order, until the
-    /// buffer runs dry, the service holds a responder, or the output is over its cap
-    /// (backpressure). On an upgraded connection, gives the buffered bytes to the service.
+    /// buffer runs dry, the service holds a responder, the output is over its cap
+    /// (backpressure), or the turn's budget is spent (then a timer resumes it next turn). On
+    /// an upgraded connection, gives the buffered bytes to the service.
     pub(crate) fn dispatch_buffered(&mut self, r: &mut Loop<S>, key: usize) {
         let Some(conn) = self.core.conns.get_mut(key) else { return };
         if conn.rbuf.is_empty() {
@@ -28,6 +40,7 @@ impl<S: Service> Server<S> {
         let mut buf = std::mem::take(&mut conn.rbuf);
         let mut at = 0;
         let cap = self.core.config.limits.max_output_bytes;
+        let mut dispatched: u32 = 0;
         loop {
             let Some(conn) = self.core.conns.get(key) else {
                 self.core.pool.give(buf);
@@ -38,6 +51,14 @@ impl<S: Service> Server<S> {
             }
             match &conn.phase {
                 Phase::Idle | Phase::Head | Phase::Body(_) if conn.out.len() <= cap => {
+                    // Before the 17th request, the 33rd, ...: a batch of 16 never reads the clock.
+                    dispatched += 1;
+                    if dispatched % BUDGET_CHECK_EVERY == 1
+                        && dispatched > 1
+                        && self.yield_if_budget_spent(r, key)
+                    {
+                        break;
+                    }
                     match self.next_request(r, key, &mut buf, at) {
                         Some(n) => at += n,
                         None => break,
@@ -59,6 +80,25 @@ impl<S: Service> Server<S> {
             Some(conn) => conn.rbuf = buf,
             None => self.core.pool.give(buf),
         }
+    }
+
+    /// If this loop turn has run for [`TURN_BUDGET_MS`] since the loop woke up: arms the
+    /// timer that resumes connection `key` next turn, and says so. (Cold: a long pipelined
+    /// batch reaches it, a request or a batch of 16 never does.)
+    #[cold]
+    #[inline(never)]
+    fn yield_if_budget_spent(&mut self, r: &mut Loop<S>, key: usize) -> bool {
+        let now = r.elapsed();
+        let now_ms = now.as_secs().saturating_mul(1000).saturating_add(u64::from(now.subsec_millis()));
+        if now_ms < r.now_ms() + TURN_BUDGET_MS {
+            return false;
+        }
+        let conn = &mut self.core.conns[key];
+        if !conn.resuming {
+            conn.resuming = true;
+            r.set_timer(std::time::Duration::ZERO, crate::server::ServerTimer::Resume(key as u32, conn.gen));
+        }
+        true
     }
 
     /// Handles the request at `buf[at..]`. Returns the bytes it used, or `None` if it is

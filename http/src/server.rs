@@ -12,7 +12,8 @@
 //! 2. `conn_ready` ([`conn`](crate::conn)): the socket is readable; one read appends to the
 //!    connection's read buffer (taken from the pool only now).
 //! 3. `dispatch_buffered` ([`dispatch`](crate::dispatch)): parse as many complete requests as the
-//!    buffer holds (pipelining), and call the [`Service`] for each.
+//!    buffer holds (pipelining), and call the [`Service`] for each (for at most 2 ms of a
+//!    turn: a long batch goes on next turn, after the other clients).
 //! 4. `settle` ([`conn`](crate::conn)): one `write` for the whole batch of answers; then
 //!    the connection's next state decides its epoll interest and timer.
 //! 5. The connection goes idle: buffers back to the pool, keep-alive timer running.
@@ -47,6 +48,10 @@ pub enum ServerTimer<T> {
     Conn(usize),
     /// Accepting paused on EMFILE/ENFILE: try again.
     AcceptRetry,
+    /// The connection with this slab key and generation stopped dispatching its pipelined
+    /// requests when the turn's budget ran out: go on (see `dispatch_buffered`).
+    /// (Key and generation in 32 bits each: the timer's payload stays as small as `Conn`'s.)
+    Resume(u32, u32),
     /// The graceful shutdown's deadline: close what is left and stop.
     Shutdown,
     /// The service's own timer ([`Ctx::set_timer`]).
@@ -312,6 +317,13 @@ impl<S: Service> Handler<S::Msg, ServerTimer<S::Timer>> for Server<S> {
     fn on_timer(&mut self, r: &mut Loop<S>, id: TimerId, timer: ServerTimer<S::Timer>) {
         match timer {
             ServerTimer::Conn(key) => self.conn_timer(r, key, id),
+            ServerTimer::Resume(key, gen) => {
+                let key = key as usize;
+                if let Some(conn) = self.core.conns.get_mut(key).filter(|c| c.gen == gen) {
+                    conn.resuming = false;
+                    self.settle(r, key);
+                }
+            }
             ServerTimer::AcceptRetry => {
                 if !self.core.shutting_down {
                     self.resume_accept(r);
