@@ -203,6 +203,14 @@ struct Waiter<W> {
     payload: W,
 }
 
+/// Which waiters a new message wakes at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Woken {
+    All,
+    /// Held polls now; streams with [`Hub::wake_streams`].
+    PollsOnly,
+}
+
 /// What waking does to one waiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wake {
@@ -542,6 +550,29 @@ impl<W> Hub<W> {
     /// and the woken waiters' payloads, grouped by the answer each must be sent (render them
     /// before the hub changes again: see [`Batch`]).
     pub fn publish(&mut self, name: &str, data: Vec<u8>, now_ms: u64) -> Result<Published<W>, HubError> {
+        self.publish_waking(name, data, now_ms, Woken::All)
+    }
+
+    /// Like [`Hub::publish`], but only the held polls are woken now: the streams of the
+    /// channel wait for [`Hub::wake_streams`], so that several publishes in a row (one
+    /// client's pipelined batch) reach each stream as one batch, one write, instead of one
+    /// each. The caller must call it before the loop sleeps.
+    pub fn publish_for_polls(
+        &mut self,
+        name: &str,
+        data: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<Published<W>, HubError> {
+        self.publish_waking(name, data, now_ms, Woken::PollsOnly)
+    }
+
+    fn publish_waking(
+        &mut self,
+        name: &str,
+        data: Vec<u8>,
+        now_ms: u64,
+        woken: Woken,
+    ) -> Result<Published<W>, HubError> {
         debug_assert!(!self.mirror, "a mirror takes its messages from Redis (append)");
         let cost = data.len().saturating_add(MESSAGE_OVERHEAD);
         if cost > self.limits.retain_bytes || cost > self.limits.max_retained_bytes {
@@ -564,7 +595,20 @@ impl<W> Hub<W> {
         }
         let seq = self.push_message(key, data, now_ms);
         self.stats.published_total += 1;
-        Ok(self.woken_by(key, seq))
+        Ok(self.woken_by(key, seq, woken))
+    }
+
+    /// Delivers to the streams of channel `name` what was published since their cursor
+    /// (after [`Hub::publish_for_polls`]); `None` if the channel is gone.
+    pub fn wake_streams(&mut self, name: &str) -> Option<Published<W>> {
+        let key = *self.names.get(name)?;
+        let c = &self.channels[key as usize];
+        let (last_seq, epoch) = (c.last_seq, c.epoch);
+        let deliveries = self.wake(key, |w| match w.cursor < last_seq {
+            true => Wake::Deliver { cursor: w.cursor, reset: false },
+            false => Wake::Stay(w.cursor),
+        });
+        Some(Published { seq: last_seq, epoch, deliveries })
     }
 
     /// Appends a message to channel `key` as seq `last_seq + 1`, counting it. The caller
@@ -586,15 +630,19 @@ impl<W> Hub<W> {
         seq
     }
 
-    /// What a new message (seq `seq`, just pushed) does: every waiter of the channel gets it.
-    fn woken_by(&mut self, key: u32, seq: u64) -> Published<W> {
+    /// What a new message (seq `seq`, just pushed) does: every waiter of the channel gets it
+    /// (the streams later, with `Woken::PollsOnly`).
+    fn woken_by(&mut self, key: u32, seq: u64, woken: Woken) -> Published<W> {
         // The channel's own limits before the answers are described, so that every message
         // a batch names is still retained when the caller renders it. The waiters lose
         // nothing to it: each parked at the channel's last seq and every publish wakes them
         // all, so they only need the new message, which the limits always keep (its cost is
         // within `retain_bytes`, checked above).
         self.trim(key);
-        let deliveries = self.wake(key, |w| Wake::Deliver { cursor: w.cursor, reset: false });
+        let deliveries = self.wake(key, |w| match (woken, w.wakes) {
+            (Woken::PollsOnly, Wakes::Every) => Wake::Stay(w.cursor),
+            _ => Wake::Deliver { cursor: w.cursor, reset: false },
+        });
         let epoch = self.channels[key as usize].epoch;
         self.sweep_age_queue();
         Published { seq, epoch, deliveries }
@@ -775,7 +823,7 @@ impl<W> Hub<W> {
             }
         }
         let published = match last {
-            Some(seq) if self.channels.contains(key as usize) => Some(self.woken_by(key, seq)),
+            Some(seq) if self.channels.contains(key as usize) => Some(self.woken_by(key, seq, Woken::All)),
             _ => None,
         };
         Appended { published, gap }
@@ -1440,5 +1488,27 @@ mod tests {
         assert_eq!(h.stats().retained_messages, 0);
         assert_eq!(sub(&mut h, "c", Some(Cursor { since: 1, epoch: Some(5) })), "hold 1");
         assert_eq!(h.take_wanted(), vec![Box::from("c")]);
+    }
+
+    #[test]
+    fn publishes_for_polls_leave_the_streams_to_one_wake() {
+        let mut h = hub(10);
+        let hold = match h.subscribe("c", None, 0) {
+            Poll::Hold(hold) => hold,
+            Poll::Messages(_) => panic!(),
+        };
+        h.add_stream(hold, |_| 1);
+        park(&mut h, "c", None, 2);
+        // The held poll is answered by the first publish; the stream waits.
+        let p = h.publish_for_polls("c", b"a".to_vec(), 0).unwrap();
+        assert_eq!(shape(&h, &p), vec![(vec![1], false, vec![2], 0)]);
+        for m in [b"b", b"c"] {
+            assert!(h.publish_for_polls("c", m.to_vec(), 0).unwrap().deliveries.is_empty());
+        }
+        // One wake: the stream gets the three in batches of max_batch (2), in order.
+        let p = h.wake_streams("c").unwrap();
+        assert_eq!(shape(&h, &p), vec![(vec![1, 2], false, vec![], 1), (vec![3], false, vec![], 1)]);
+        assert!(h.wake_streams("c").unwrap().deliveries.is_empty(), "up to date: nothing more");
+        assert_eq!(h.waiting_on("c"), 1);
     }
 }

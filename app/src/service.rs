@@ -168,6 +168,9 @@ pub struct Tidings {
     /// Cluster mode: how many subscribers the last notification of each channel reached here,
     /// for the answer to a publish whose notification came back before its reply.
     reached: Reached,
+    /// Channels published to in this event whose streams are still to be woken, with when
+    /// the first publish was accepted (see `defer_stream_wake`).
+    stream_wakes: Vec<(Box<str>, Instant)>,
     /// Peeks (`timeout=0`) parked until their channel loads (waiter key, its timer): answered
     /// 304 once it has loaded, if the load did not answer them with messages.
     peeks: Vec<(usize, TimerId)>,
@@ -230,6 +233,7 @@ impl Tidings {
             cluster,
             peeks: Vec::new(),
             reached: Reached::default(),
+            stream_wakes: Vec::new(),
         })
     }
 
@@ -271,7 +275,7 @@ impl Tidings {
         }
         // Delivery latency starts here: one clock read per publish, one per delivery group.
         let accepted = Instant::now();
-        let published = match self.hub.publish(name, req.body.to_vec(), ctx.now_ms()) {
+        let published = match self.hub.publish_for_polls(name, req.body.to_vec(), ctx.now_ms()) {
             Ok(r) => r,
             Err(HubError::TooManyChannels) => {
                 return self.answer(ctx, responder, too_many_channels(), req.target);
@@ -281,10 +285,32 @@ impl Tidings {
                 return self.answer(ctx, responder, resp, req.target);
             }
         };
-        let (seq, subscribers) = (published.seq, published.subscribers());
+        // Held polls are answered now; the streams (left waiting) once this event's whole
+        // batch of requests is done (`after_callback`).
+        let streams = self.hub.waiting_on(name);
+        let (seq, subscribers) = (published.seq, published.subscribers() + streams);
         self.fan_out(ctx, name, published, accepted);
+        self.defer_stream_wake(name, streams, accepted);
         let body = render::published(seq, subscribers);
         self.answer(ctx, responder, Response::json(200, body), req.target);
+    }
+
+    /// Notes that the streams of `name` have news, to be delivered once per channel at the
+    /// end of this event (see [`Hub::publish_for_polls`]): a pipelined batch of publishes
+    /// then costs each stream one write, not one per publish.
+    fn defer_stream_wake(&mut self, name: &str, streams: usize, accepted: Instant) {
+        if streams > 0 && !self.stream_wakes.iter().any(|(n, _)| **n == *name) {
+            self.stream_wakes.push((name.into(), accepted));
+        }
+    }
+
+    /// Delivers what the streams of the channels published to in this event have not had.
+    fn wake_streams(&mut self, ctx: &mut Ctx<'_, Tidings>) {
+        for (name, accepted) in std::mem::take(&mut self.stream_wakes) {
+            if let Some(published) = self.hub.wake_streams(&name) {
+                self.fan_out(ctx, &name, published, accepted);
+            }
+        }
     }
 
     /// Delivers a publish to everyone it reached: one body per group (per distinct cursor)
@@ -363,8 +389,12 @@ impl Tidings {
                 continue;
             }
             let accepted = Instant::now();
-            match self.hub.publish(&p.channel, p.data, ctx.now_ms()) {
-                Ok(published) => self.fan_out(ctx, &p.channel, published, accepted),
+            match self.hub.publish_for_polls(&p.channel, p.data, ctx.now_ms()) {
+                Ok(published) => {
+                    let streams = self.hub.waiting_on(&p.channel);
+                    self.fan_out(ctx, &p.channel, published, accepted);
+                    self.defer_stream_wake(&p.channel, streams, accepted);
+                }
                 Err(HubError::TooManyChannels) => {
                     self.ws.error(ctx, p.socket, "too many channels", Some("pub"));
                 }
@@ -762,6 +792,13 @@ impl Service for Tidings {
 
     fn on_message(&mut self, ctx: &mut Ctx<'_, Tidings>, msg: Msg) {
         self.message(ctx, msg);
+    }
+
+    #[inline]
+    fn after_callback(&mut self, ctx: &mut Ctx<'_, Tidings>) {
+        if !self.stream_wakes.is_empty() {
+            self.wake_streams(ctx);
+        }
     }
 
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Tidings>) {

@@ -254,6 +254,8 @@ impl<S: Service> Server<S> {
     /// wrote to outside their own processing (a flush, pipelined requests), and starts the
     /// shutdown it asked for. Runs after every callback.
     fn apply_service_effects(&mut self, r: &mut Loop<S>) {
+        let mut ctx = Ctx { reactor: r, core: &mut self.core };
+        self.service.after_callback(&mut ctx);
         self.revisit_ready(r);
         if self.core.shutdown_requested && !self.core.shutting_down {
             self.begin_shutdown(r);

@@ -125,6 +125,12 @@ pub trait Service: Sized {
     /// A timer set with [`Ctx::set_timer`] fired.
     fn on_timer(&mut self, _ctx: &mut Ctx<'_, Self>, _id: TimerId, _timer: Self::Timer) {}
 
+    /// The server is done with one event of the loop (a readiness, a timer, a message), with
+    /// every request it read dispatched: work the service gathered over several calls (e.g.
+    /// the publishes of one pipelined batch) can be done once, now, before the answers are
+    /// written.
+    fn after_callback(&mut self, _ctx: &mut Ctx<'_, Self>) {}
+
     /// A socket the service registered itself ([`Ctx::register`]) is ready; `tag` is the one
     /// it gave.
     fn on_io(&mut self, _ctx: &mut Ctx<'_, Self>, _tag: usize, _event: Event) {}
