@@ -180,6 +180,41 @@ fn a_redis_restarted_empty_is_one_reset_then_the_new_epoch() {
     }
 }
 
+/// `FLUSHALL` loses the data while every connection stays up: nothing tells the nodes. The next
+/// publish starts a new life in Redis, and its notification (another epoch) makes each node
+/// read the channel again: every subscriber gets one reset, then the new life.
+#[test]
+fn a_flushall_is_noticed_at_the_next_publish_and_is_one_reset() {
+    let _serial = serial();
+    let redis = RedisServer::start();
+    let n = nodes(&redis, 2);
+    let (a, b) = (n[0].addr, n[1].addr);
+    let mut poll_b = LongPoll::open("long-poll on B", b, "flushed", Some(0), None);
+    let mut sse_a = Sse::open("sse on A", a, "flushed", "?since=0", &[]);
+    assert_eq!(publish(a, "flushed", "m1"), 1);
+    let old = epoch_of(a, "flushed");
+    {
+        let subs: [&mut dyn Subscriber; 2] = [&mut poll_b, &mut sse_a];
+        for sub in subs {
+            let got = receive(sub, 1, RECEIVE_LIMIT);
+            assert_exactly(sub.name(), &got, &[(1, "m1".to_string())], &old);
+        }
+    }
+    assert_eq!(redis.command(&["FLUSHALL"]), "OK");
+    assert_eq!(publish(b, "flushed", "new-1"), 1, "the first seq of a new life");
+    let new = epoch_of(a, "flushed");
+    assert_ne!(new, old);
+    let subs: [&mut dyn Subscriber; 2] = [&mut poll_b, &mut sse_a];
+    for sub in subs {
+        let got = receive(sub, 1, RECEIVE_LIMIT);
+        let want = vec![
+            Got::Reset { epoch: new.clone() },
+            Got::Message { seq: 1, epoch: new.clone(), data: "new-1".into() },
+        ];
+        assert_eq!(got, want, "{}: one reset, then the new life", sub.name());
+    }
+}
+
 #[test]
 fn subscribers_of_a_killed_node_resume_on_another_with_their_cursor() {
     let redis = RedisServer::start();
