@@ -279,3 +279,35 @@ fn the_redis_counters_are_in_stats_and_metrics_and_zero_without_redis() {
         assert!(metrics.contains(&format!("# TYPE {name} ")), "no # TYPE for {name}");
     }
 }
+
+/// `redis://HOST:PORT/DB`: two clusters on two databases of one Redis share nothing: the same
+/// channel name has its own keys, seqs and epoch in each, and a subscriber in one never sees
+/// the other's messages. (Pub/sub ignores `SELECT`, so the db is also part of the channel's
+/// pub/sub name; were it not, each node would only hear the other's notifications, take them
+/// for a gap and read its own channel again.)
+#[test]
+fn two_clusters_on_two_databases_of_one_redis_share_nothing() {
+    let redis = RedisServer::start();
+    let on_db = |db: u32| {
+        let url = format!("{}/{db}", redis.url());
+        let n = Child::spawn(&["--redis", url.as_str(), "--redis-timeout", "0.5"]);
+        wait_connected(&n, 1);
+        n
+    };
+    let (one, two) = (on_db(1), on_db(2));
+    let mut poll_two = LongPoll::open("long-poll on db 2", two.addr, "shared-name", Some(0), None);
+    assert_eq!(publish(one.addr, "shared-name", "for db 1"), 1);
+    assert_eq!(publish(one.addr, "shared-name", "for db 1 again"), 2);
+    assert_eq!(publish(two.addr, "shared-name", "for db 2"), 1, "db 2 has its own seqs");
+    let epoch = epoch_of(two.addr, "shared-name");
+    let got = receive(&mut poll_two, 1, RECEIVE_LIMIT);
+    assert_exactly("long-poll on db 2", &got, &[(1, "for db 2".to_string())], &epoch);
+    // The keys are in their own databases.
+    let exists = |db: u32| {
+        let script = format!(
+            "redis.call('SELECT', '{db}'); return redis.call('HGET', 'tidings:shared-name:meta', 'seq')"
+        );
+        redis.command(&["EVAL", &script, "0"])
+    };
+    assert_eq!((exists(1), exists(2), exists(0)), ("2".to_string(), "1".to_string(), "(nil)".to_string()));
+}
