@@ -437,7 +437,16 @@ impl Tidings {
                     Parked::Poll(HeldPoll { timer: ctx.set_timer(wait, Timer::Waiter(key)), responder })
                 });
                 if let Some(w) = self.hub.waiter(key).and_then(Parked::poll) {
-                    self.peeks.push((key, w.timer));
+                    let timer = w.timer;
+                    // Entries of peeks answered by their timer (Redis down) go here, so the
+                    // list stays within twice the peeks still waiting.
+                    if self.peeks.len() >= 64 && self.peeks.len() >= 2 * self.hub.stats().waiting_polls {
+                        let hub = &self.hub;
+                        self.peeks.retain(|&(k, t)| {
+                            hub.waiter(k).and_then(Parked::poll).is_some_and(|w| w.timer == t)
+                        });
+                    }
+                    self.peeks.push((key, timer));
                 }
             }
             // Nothing to wait for: `timeout=0`, or the server is stopping (the held polls
