@@ -113,7 +113,7 @@ pub struct WorkerPool<M: Send + 'static> {
 
 impl<M: Send + 'static> WorkerPool<M> {
     /// Starts `threads` workers (at least 1) with room for `capacity` waiting jobs. If a
-    /// thread cannot be started, the ones already started are stopped and joined, and the
+    /// thread cannot be started, the ones already started are told to stop and let go (not joined), and the
     /// error says which thread failed.
     pub fn new(
         threads: usize,
@@ -145,12 +145,16 @@ impl<M: Send + 'static> WorkerPool<M> {
                 .spawn(move || worker(&shared));
             match spawned {
                 Ok(t) => pool.threads.push(t),
-                // `pool` drops here: the threads already started are stopped and joined.
+                // The threads already started are told to stop and let go, not joined: this
+                // happens when memory or threads run out, where a started thread may itself
+                // be stuck (std's out-of-memory path can deadlock in a thread that runs out
+                // while reporting it), and the caller is about to exit with the error.
                 Err(e) => {
+                    pool.stop_and_detach();
                     return Err(std::io::Error::new(
                         e.kind(),
                         format!("cannot start worker thread {} of {total}: {e}", i + 1),
-                    ))
+                    ));
                 }
             }
         }
@@ -221,6 +225,21 @@ impl<M: Send + 'static> WorkerPool<M> {
     }
 
     fn stop_and_join(&mut self) {
+        self.signal_stop();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    /// Tells every thread to stop and drops their handles without waiting for them.
+    fn stop_and_detach(&mut self) {
+        self.signal_stop();
+        self.threads.clear();
+    }
+
+    /// Marks the pool shutting down, drops the queued jobs, raises the running ones' stop
+    /// signals and wakes every idle thread (so each returns from `worker`).
+    fn signal_stop(&mut self) {
         let dropped = {
             let mut q = lock(&self.shared.queue);
             q.shutting_down = true;
@@ -231,9 +250,6 @@ impl<M: Send + 'static> WorkerPool<M> {
         };
         drop(dropped); // outside the lock: a job's captured state may take time to drop
         self.shared.job_ready.notify_all();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
     }
 }
 
