@@ -327,18 +327,31 @@ fn longpoll_opts(raw: Raw) -> Result<LongpollOpts, String> {
     })
 }
 
-fn sse_opts(raw: Raw) -> Result<SseOpts, String> {
-    let addr = parse_addr(raw.addr.as_deref().ok_or("sse needs --addr, e.g. --addr 127.0.0.1:8080")?)?;
-    let pid = single_pid(&raw, "sse")?;
+/// `-n` (default 1000) and `--subs` (default `min(n, 1000)`, at most `n`): how many `what` are
+/// held, and how many of them stay for the steady phase.
+fn held_and_steady(raw: &Raw, what: &str) -> Result<(usize, usize), String> {
     let n = raw.n.unwrap_or(1000);
     let subs = raw.subs.unwrap_or(n.min(1000));
     if subs > n {
-        return Err(format!("--subs {subs} is more than the {n} streams (-n)"));
+        return Err(format!("--subs {subs} is more than the {n} {what} (-n)"));
     }
-    let channel = raw.channel.unwrap_or_else(|| format!("sse-{}", std::process::id()));
+    Ok((n, subs))
+}
+
+/// `--channel`, or `default()`; a name of dots only is refused (the server would refuse it).
+fn channel(given: Option<String>, default: impl FnOnce() -> String) -> Result<String, String> {
+    let channel = given.unwrap_or_else(default);
     if channel.bytes().all(|b| b == b'.') {
         return Err("--channel: a channel name cannot be only dots".into());
     }
+    Ok(channel)
+}
+
+fn sse_opts(raw: Raw) -> Result<SseOpts, String> {
+    let addr = parse_addr(raw.addr.as_deref().ok_or("sse needs --addr, e.g. --addr 127.0.0.1:8080")?)?;
+    let pid = single_pid(&raw, "sse")?;
+    let (n, subs) = held_and_steady(&raw, "streams")?;
+    let channel = channel(raw.channel, || format!("sse-{}", std::process::id()))?;
     Ok(SseOpts {
         addr,
         pid,
@@ -353,10 +366,7 @@ fn sse_opts(raw: Raw) -> Result<SseOpts, String> {
 
 fn fanout_opts(raw: Raw) -> Result<FanoutOpts, String> {
     let addr = parse_addr(raw.addr.as_deref().ok_or("fanout needs --addr, e.g. --addr 127.0.0.1:8080")?)?;
-    let channel = raw.channel.unwrap_or_else(|| "fan".into());
-    if channel.bytes().all(|b| b == b'.') {
-        return Err("--channel: a channel name cannot be only dots".into());
-    }
+    let channel = channel(raw.channel, || "fan".into())?;
     Ok(FanoutOpts {
         addr,
         n: raw.n.unwrap_or(1000),
@@ -369,15 +379,8 @@ fn fanout_opts(raw: Raw) -> Result<FanoutOpts, String> {
 fn ws_opts(raw: Raw) -> Result<WsOpts, String> {
     let addr = parse_addr(raw.addr.as_deref().ok_or("ws needs --addr, e.g. --addr 127.0.0.1:8080")?)?;
     let pid = single_pid(&raw, "ws")?;
-    let n = raw.n.unwrap_or(1000);
-    let subs = raw.subs.unwrap_or(n.min(1000));
-    if subs > n {
-        return Err(format!("--subs {subs} is more than the {n} sockets (-n)"));
-    }
-    let channel = raw.channel.unwrap_or_else(|| format!("ws-{}", std::process::id()));
-    if channel.bytes().all(|b| b == b'.') {
-        return Err("--channel: a channel name cannot be only dots".into());
-    }
+    let (n, subs) = held_and_steady(&raw, "sockets")?;
+    let channel = channel(raw.channel, || format!("ws-{}", std::process::id()))?;
     Ok(WsOpts {
         addr,
         n,
